@@ -1,0 +1,78 @@
+"""Our layer over spandrel: safe reading, verification, family/variant checks, and what spandrel
+cannot know about the official pipelines (DDColor's input size, NAFNet deblur's TLC)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from spandrel import ImageModelDescriptor
+
+from .catalogue import (
+    DEFAULT_VARIANT,
+    TASK_FAMILY,
+    TASKS,
+    VARIANT_ENV,
+    OfficialFile,
+    files_for,
+    model_file,
+    variants,
+)
+from .checkpoint import WeightsError, read_state_dict, verify_official
+from .families import Detected, build_for_task
+from .nafnet_tlc import apply_tlc
+
+__all__ = [
+    "DDCOLOR_INPUT_STEP",
+    "DEFAULT_VARIANT",
+    "TASKS",
+    "TASK_FAMILY",
+    "VARIANT_ENV",
+    "LoadedModel",
+    "OfficialFile",
+    "WeightsError",
+    "files_for",
+    "load_task_model",
+    "model_file",
+    "variants",
+]
+
+log = logging.getLogger(__name__)
+
+# DDColor's input side is 16 x render_factor (render_factor 32 = 512 px, the official setting).
+DDCOLOR_INPUT_STEP = 16
+
+
+@dataclass
+class LoadedModel:
+    descriptor: ImageModelDescriptor
+    detected: Detected
+    path: Path
+
+
+def required_files(task: str, variant: str, model_dir: Path) -> list[Path]:
+    paths = [model_dir / f.filename for f in files_for(task, variant)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise WeightsError(
+            f"{task}/{variant} needs {', '.join(missing)} in {model_dir} "
+            f"(fetch them with: hack/fetch-weights {task} --variant {variant})"
+        )
+    return paths
+
+
+def load_task_model(
+    task: str, variant: str, model_dir: Path, allow_unverified: bool = False
+) -> LoadedModel:
+    """Verify every file the task needs, then build its network; raises WeightsError."""
+    paths = required_files(task, variant, model_dir)
+    for path in paths:
+        verify_official(path, allow_unverified)
+    path = model_dir / model_file(task, variant).filename
+    descriptor, detected = build_for_task(task, variant, read_state_dict(path), path.name)
+    if task == "restore" and variant == "deblur":
+        apply_tlc(descriptor.model)
+    descriptor.model.eval()
+    log.info("%s/%s: loaded %s from %s", task, variant, detected, path)
+    return LoadedModel(descriptor, detected, path)

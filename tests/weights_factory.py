@@ -1,0 +1,153 @@
+"""Random-weight checkpoints in the official key layout, nesting and file names.
+
+The official files cannot be downloaded here, so the suite makes look-alikes: the same keys and
+outer nesting (`params_ema`, `params`, facexlib's `module.` prefix) so that the real loading path
+runs. Sizes are small where detection does not depend on them (Real-ESRGAN and NAFNet widths) and
+real where the architecture is fixed (CodeFormer, DDColor tiny, facexlib's nets). Files are cached
+under `.cache/test-weights/<version>/` and laid out `<task>/<variant>/<official name>`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+CACHE_VERSION = "v3"
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("TEST_WEIGHTS_DIR", ROOT / ".cache" / "test-weights")) / CACHE_VERSION
+
+
+def _conv(out_ch: int, in_ch: int, gen: torch.Generator, k: int = 3, gain: float = 1.0):
+    std = gain / (in_ch * k * k) ** 0.5
+    return torch.randn(out_ch, in_ch, k, k, generator=gen) * std, torch.zeros(out_ch)
+
+
+def realesrgan_state(scale: int, blocks: int, nf: int = 16, gc: int = 32, seed: int = 0) -> dict:
+    """basicsr RRDBNet names: conv_first, body.N.rdbK.convM, conv_body, conv_up1/2, conv_hr..."""
+    gen = torch.Generator().manual_seed(seed)
+    in_ch = {4: 3, 2: 12, 1: 48}[scale]  # Real-ESRGAN pixel-unshuffles x2 and x1 inputs
+    state = {}
+
+    def put(name, out_ch, in_ch_, gain=1.0):
+        state[f"{name}.weight"], state[f"{name}.bias"] = _conv(out_ch, in_ch_, gen, gain=gain)
+
+    put("conv_first", nf, in_ch)
+    for b in range(blocks):
+        for r in (1, 2, 3):
+            for c in range(1, 5):
+                put(f"body.{b}.rdb{r}.conv{c}", gc, nf + (c - 1) * gc, gain=0.2)
+            put(f"body.{b}.rdb{r}.conv5", nf, nf + 4 * gc, gain=0.2)
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
+        put(name, nf, nf, gain=0.5)
+    put("conv_last", 3, nf, gain=0.5)
+    state["conv_last.bias"] += 0.5  # a mid-grey output, far from the clamps
+    return {"params_ema": state}
+
+
+def nafnet_state(enc, middle, dec, width: int = 8, seed: int = 0) -> dict:
+    from spandrel.architectures.NAFNet import NAFNet
+
+    torch.manual_seed(seed)
+    net = NAFNet(width=width, enc_blk_nums=enc, middle_blk_num=middle, dec_blk_nums=dec)
+    for name, p in net.named_parameters():  # NAFNet starts its residual gates at zero
+        if name.endswith(("beta", "gamma")):
+            torch.nn.init.normal_(p, std=0.1)
+    return {"params": net.state_dict()}
+
+
+def codeformer_state(seed: int = 0) -> dict:
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    torch.manual_seed(seed)
+    net = CodeFormer(
+        dim_embd=512, n_head=8, n_layers=9, codebook_size=1024,
+        connect_list=["32", "64", "128", "256"],
+    )
+    return {"params_ema": net.state_dict()}
+
+
+def ddcolor_tiny_state(seed: int = 0) -> dict:
+    from spandrel_extra_arches.architectures.DDColor import DDColor
+
+    torch.manual_seed(seed)
+    net = DDColor(
+        encoder_name="convnext-t", decoder_name="MultiScaleColorDecoder", input_size=(256, 256),
+        nf=512, num_output_channels=2, last_norm="Spectral", num_queries=100, num_scales=3,
+        dec_layers=9,
+    )
+    return {"params": net.state_dict()}
+
+
+def retinaface_state(seed: int = 0) -> dict:
+    """facexlib's RetinaFace (resnet50) with heads set so that every stride-32 anchor is a face.
+
+    Random weights would find faces at random; this makes detection deterministic and gives each
+    face a plausible 5-point layout so alignment and paste-back really run.
+    """
+    from facexlib.detection.retinaface import RetinaFace
+
+    torch.manual_seed(seed)
+    net = RetinaFace(network_name="resnet50", half=False, device="cpu")
+    with torch.no_grad():
+        for level, head in enumerate(net.ClassHead):
+            head.conv1x1.weight.zero_()
+            face = 10.0 if level == 2 else -10.0
+            head.conv1x1.bias.copy_(torch.tensor([-face, face]).repeat(2))
+        for head in (*net.BboxHead, *net.LandmarkHead):
+            head.conv1x1.weight.zero_()
+            head.conv1x1.bias.zero_()
+        # landmarks: offsets from the anchor centre in units of 0.1 x anchor size
+        points = [-1.2, -0.3, 1.2, -0.3, 0.0, 1.1, -1.0, 2.2, 1.0, 2.2]
+        net.LandmarkHead[2].conv1x1.bias.copy_(torch.tensor(points).repeat(2))
+    return {f"module.{k}": v for k, v in net.state_dict().items()}
+
+
+def parsenet_state(seed: int = 0) -> dict:
+    from facexlib.parsing.parsenet import ParseNet
+
+    torch.manual_seed(seed)
+    return ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict()
+
+
+MAKERS = {
+    ("upscale", "x4plus", "RealESRGAN_x4plus.pth"): lambda: realesrgan_state(4, 23),
+    ("upscale", "x4anime", "RealESRGAN_x4plus_anime_6B.pth"): lambda: realesrgan_state(4, 6),
+    ("upscale", "x2plus", "RealESRGAN_x2plus.pth"): lambda: realesrgan_state(2, 23),
+    ("restore", "denoise", "NAFNet-SIDD-width64.pth"): lambda: nafnet_state(
+        [2, 2, 4, 8], 12, [2, 2, 2, 2]
+    ),
+    ("restore", "deblur", "NAFNet-GoPro-width64.pth"): lambda: nafnet_state(
+        [1, 1, 1, 28], 1, [1, 1, 1, 1]
+    ),
+    ("face-restore", "v0.1", "codeformer.pth"): codeformer_state,
+    ("face-restore", "v0.1", "detection_Resnet50_Final.pth"): retinaface_state,
+    ("face-restore", "v0.1", "parsing_parsenet.pth"): parsenet_state,
+    ("colorize", "paper_tiny", "ddcolor_paper_tiny.pth"): ddcolor_tiny_state,
+}
+
+
+def weights_dir() -> Path:
+    return CACHE
+
+
+def model_dir(task: str, variant: str) -> Path:
+    """The generated files of one task/variant, made on first use (atomically)."""
+    folder = CACHE / task / variant
+    for (t, v, name), make in MAKERS.items():
+        if (t, v) != (task, variant) or (folder / name).is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f"{name}.{os.getpid()}.part"
+        torch.save(make(), part)
+        part.replace(folder / name)
+    if not folder.is_dir():
+        raise KeyError(f"no generated weights for {task}/{variant}")
+    return folder
+
+
+def all_weights() -> Path:
+    for task, variant, _ in MAKERS:
+        model_dir(task, variant)
+    return CACHE
