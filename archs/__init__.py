@@ -32,6 +32,7 @@ __all__ = [
     "LoadedModel",
     "OfficialFile",
     "WeightsError",
+    "ddcolor_input_side",
     "files_for",
     "load_task_model",
     "model_file",
@@ -42,6 +43,13 @@ log = logging.getLogger(__name__)
 
 # DDColor's input side is 16 x render_factor (render_factor 32 = 512 px, the official setting).
 DDCOLOR_INPUT_STEP = 16
+# Its ConvNeXt encoder downsamples 32x and the decoder's skips must line up: round up to that.
+DDCOLOR_SIDE_MULTIPLE = 32
+
+
+def ddcolor_input_side(render_factor: int) -> int:
+    side = DDCOLOR_INPUT_STEP * render_factor
+    return -(-side // DDCOLOR_SIDE_MULTIPLE) * DDCOLOR_SIDE_MULTIPLE
 
 
 @dataclass

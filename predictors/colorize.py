@@ -1,0 +1,42 @@
+"""DDColor with the authors' Lab pipeline.
+
+The network sees a grey RGB image at 16 x render_factor px (odd factors round up to a multiple of
+32 px, as the encoder needs) and predicts the ab channels; the full-resolution L of the input is
+kept, the ab prediction is resized back (bilinear) and clipped to the Lab range (unclipped values
+give colour blotches). Never tiled: DDColor colours from the whole scene.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from archs import ddcolor_input_side
+
+from .base import EnhanceModel
+from .v2codec import Param
+
+AB_RANGE = (-128.0, 127.0)
+
+
+class ColorizeModel(EnhanceModel):
+    task = "colorize"
+    params = {"render_factor": Param(int, 32, 1, 100)}
+
+    def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
+        height, width = rgb.shape[:2]
+        side = ddcolor_input_side(params["render_factor"])
+        image = rgb.astype(np.float32) / 255.0
+        full_l = cv2.cvtColor(image, cv2.COLOR_RGB2Lab)[:, :, :1]
+        small_l = cv2.cvtColor(cv2.resize(image, (side, side)), cv2.COLOR_RGB2Lab)[:, :, :1]
+        grey_lab = np.concatenate([small_l, np.zeros_like(small_l), np.zeros_like(small_l)], -1)
+        grey_rgb = cv2.cvtColor(grey_lab, cv2.COLOR_Lab2RGB)
+        tensor = torch.from_numpy(grey_rgb).permute(2, 0, 1)[None].to(self.device, self.dtype)
+        ab = self.net(tensor).float()
+        ab = F.interpolate(ab, size=(height, width), mode="bilinear", align_corners=False)
+        ab = ab[0].clamp_(*AB_RANGE).permute(1, 2, 0).cpu().numpy()
+        lab = np.concatenate([full_l, ab], axis=-1)
+        out = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+        return (out * 255.0).round().clip(0, 255).astype(np.uint8), {}

@@ -1,0 +1,23 @@
+"""NAFNet denoise (SIDD) or deblur (GoPro, with TLC); padding to 16 happens inside the network."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import EnhanceModel
+from .tiling import run_tiles_retrying
+from .v2codec import Param
+
+TILE_OVERLAP = 32
+
+
+class RestoreModel(EnhanceModel):
+    task = "restore"
+    params = {"tile_size": Param(int, 0, 0)}
+
+    def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
+        out = run_tiles_retrying(
+            self.loaded.descriptor, self.to_tensor(rgb), scale=1, tile=params["tile_size"],
+            overlap=TILE_OVERLAP, device=self.device, dtype=self.dtype,
+        )
+        return self.to_image(out), {}

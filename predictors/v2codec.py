@@ -1,0 +1,103 @@
+"""Open Inference Protocol v2 in and out: one place for tensors and request parameters."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class Param:
+    """A request parameter: its type, default and allowed range."""
+
+    kind: type
+    default: Any
+    low: float | None = None
+    high: float | None = None
+
+
+def _plain(value: Any) -> Any:
+    """REST gives plain JSON values; gRPC gives InferParameter messages."""
+    if isinstance(value, InferParameter):
+        field = value.WhichOneof("parameter_choice")
+        return getattr(value, field) if field else None
+    return value
+
+
+def _coerce(name: str, value: Any, spec: Param) -> Any:
+    try:
+        if spec.kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if spec.kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        return spec.kind(value)
+    except (TypeError, ValueError):
+        kind = spec.kind.__name__
+        raise InvalidInput(f"parameter {name!r} must be {kind}, got {value!r}") from None
+
+
+def decode_parameters(raw: Any, specs: dict[str, Param]) -> dict[str, Any]:
+    """Known parameters, typed and range-checked; unknown ones are ignored (OIP allows extras)."""
+    given = {key: _plain(value) for key, value in (raw or {}).items()}
+    values = {}
+    for name, spec in specs.items():
+        value = given.get(name)
+        if value is None:
+            values[name] = spec.default
+            continue
+        value = _coerce(name, value, spec)
+        if spec.kind is not bool and (
+            (spec.low is not None and value < spec.low)
+            or (spec.high is not None and value > spec.high)
+        ):
+            bounds = f"{spec.low}..{spec.high}" if spec.high is not None else f">= {spec.low}"
+            raise InvalidInput(f"parameter {name!r} must be in {bounds}, got {value}")
+        values[name] = value
+    return values
+
+
+def decode_images(request: InferRequest) -> np.ndarray:
+    """The `image` input as UINT8 [N, H, W, 3] RGB."""
+    tensor = request.get_input_by_name(IMAGE)
+    if tensor is None:
+        if len(request.inputs) != 1:
+            raise InvalidInput(f"expected one input named {IMAGE!r}")
+        tensor = request.inputs[0]
+    if tensor.datatype != "UINT8":
+        raise InvalidInput(f"input {IMAGE!r} must be UINT8, got {tensor.datatype}")
+    shape = list(tensor.shape)
+    if len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
+        raise InvalidInput(f"input {IMAGE!r} must have shape [N, H, W, 3], got {shape}")
+    try:
+        return tensor.as_numpy()
+    except ValueError as exc:
+        raise InvalidInput(f"input {IMAGE!r} does not hold {shape} values: {exc}") from None
+
+
+def encode_images(
+    request: InferRequest, model_name: str, images: np.ndarray, parameters: dict[str, Any]
+) -> InferResponse:
+    output = InferOutput(IMAGE, list(images.shape), "UINT8")
+    output.set_data_from_numpy(np.ascontiguousarray(images), binary_data=True)
+    return InferResponse(
+        # Some clients send no id, and a response without one fails their validation.
+        response_id=request.id or str(uuid.uuid4()),
+        model_name=model_name,
+        infer_outputs=[output],
+        parameters=parameters or None,
+        use_binary_outputs=request.use_binary_outputs,
+    )
