@@ -1,0 +1,103 @@
+"""Start the project's servers as real processes on 127.0.0.1 for the tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+GRPC_MAX = str(256 << 20)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Predictor:
+    task: str
+    http_port: int
+    grpc_port: int
+    process: subprocess.Popen
+    log_path: Path
+    env: dict = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def is_ready(self) -> bool:
+        try:
+            return httpx.get(f"http://{self.http}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def is_live(self) -> bool:
+        try:
+            return httpx.get(f"http://{self.http}/v2/health/live", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait(self, ready: bool = True, timeout: float = 180) -> None:
+        """Until ready (or, with ready=False, until live); fails with the server's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.task} exited:\n{self.log()[-3000:]}")
+            if (self.is_ready() if ready else self.is_live()):
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"{self.task} not {'ready' if ready else 'live'}:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_predictor(
+    task: str,
+    model_dir: Path,
+    tmp_dir: Path,
+    variant: str | None = None,
+    allow_unverified: bool = True,
+    extra_env: dict | None = None,
+) -> Predictor:
+    """`python -m predictors TASK ...` on free ports; returns at once (call `.wait()`)."""
+    http_port, grpc_port = free_port(), free_port()
+    cmd = [
+        sys.executable, "-m", "predictors", task, "--model_dir", str(model_dir),
+        "--http_port", str(http_port), "--grpc_port", str(grpc_port),
+        "--grpc_max_send_message_length", GRPC_MAX,
+        "--grpc_max_receive_message_length", GRPC_MAX,
+    ]
+    if variant:
+        cmd += ["--variant", variant]
+    env = {**os.environ, "FORCE_CPU": "true", "PYTHONWARNINGS": "ignore", **(extra_env or {})}
+    env["ALLOW_UNVERIFIED_WEIGHTS"] = "true" if allow_unverified else "false"
+    log_path = tmp_dir / f"{task}-{http_port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Predictor(task, http_port, grpc_port, process, log_path, env)
