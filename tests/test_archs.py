@@ -56,7 +56,7 @@ def test_wrong_variant_of_the_right_family_is_refused(weights, tmp_path):
 
 def test_official_name_with_other_content_needs_the_operator_to_allow_it(weights):
     folder = weights.model_dir("upscale", "x4plus")
-    with pytest.raises(archs.WeightsError, match="not the official release.*ALLOW_UNVERIFIED"):
+    with pytest.raises(archs.WeightsError, match=r"not the official release.*ALLOW_UNVERIFIED"):
         archs.load_task_model("upscale", "x4plus", folder, allow_unverified=False)
     assert archs.load_task_model("upscale", "x4plus", folder, allow_unverified=True)
 
@@ -91,7 +91,7 @@ def test_a_checkpoint_holding_code_is_never_unpickled(tmp_path):
 
 
 def test_missing_files_are_named(tmp_path):
-    with pytest.raises(archs.WeightsError, match="detection_Resnet50_Final.pth"):
+    with pytest.raises(archs.WeightsError, match=r"detection_Resnet50_Final\.pth"):
         archs.load_task_model("face-restore", "v0.1", tmp_path)
 
 
