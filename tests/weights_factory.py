@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-CACHE_VERSION = "v3"
+CACHE_VERSION = "v4"
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("TEST_WEIGHTS_DIR", ROOT / ".cache" / "test-weights")) / CACHE_VERSION
 

@@ -1,0 +1,54 @@
+"""The colorize predictor (DDColor, Lab pipeline) as a real KServe process."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import tritonclient.utils
+
+from tests.servers import start_predictor
+from tests.v2clients import infer_grpc, infer_rest
+
+
+@pytest.fixture(scope="module")
+def colorize(weights, tmp_path_factory):
+    server = start_predictor("colorize", weights.model_dir("colorize", "paper_tiny"),
+                             tmp_path_factory.mktemp("colorize"), variant="paper_tiny")
+    server.wait()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def grey(camera):
+    small = cv2.resize(camera, (120, 96), interpolation=cv2.INTER_AREA)
+    return np.repeat(small[:, :, None], 3, axis=2)
+
+
+def lightness(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)[:, :, 0]
+
+
+@pytest.mark.parametrize("render_factor", [4, 9])
+def test_keeps_size_and_full_resolution_lightness(colorize, grey, render_factor):
+    out, _ = infer_grpc(colorize.grpc, "colorize", grey, render_factor=render_factor)
+    assert out.shape == grey.shape and out.dtype == np.uint8
+    # L is the input's own at full resolution; only ab come from the network. Random weights
+    # saturate ab, so gamut clipping moves L, but the picture's light and shade must remain.
+    correlation = np.corrcoef(lightness(out).ravel(), lightness(grey).ravel())[0, 1]
+    assert correlation > 0.8, correlation
+    assert np.abs(out[:, :, 0].astype(int) - out[:, :, 2].astype(int)).max() > 0  # colour added
+
+
+def test_rest_binary_and_grpc_agree(colorize, grey):
+    by_grpc, _ = infer_grpc(colorize.grpc, "colorize", grey, render_factor=4)
+    by_rest, _ = infer_rest(colorize.http, "colorize", grey, render_factor=4)
+    assert np.array_equal(by_grpc, by_rest)
+
+
+@pytest.mark.parametrize("render_factor", [0, 101])
+def test_render_factor_out_of_range_is_refused(colorize, grey, render_factor):
+    with pytest.raises(tritonclient.utils.InferenceServerException, match="render_factor"):
+        infer_grpc(colorize.grpc, "colorize", grey, render_factor=render_factor)
+    assert colorize.is_ready()
