@@ -1,0 +1,116 @@
+{{/* The four tasks, in a fixed order. KServe model name == task name. */}}
+{{- define "pe.tasks" -}}
+colorize restore face-restore upscale
+{{- end -}}
+
+{{- define "pe.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "pe.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 30 | trimSuffix "-" -}}
+{{- else if contains (include "pe.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 30 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "pe.name" .) | trunc 30 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pe.labels" -}}
+app.kubernetes.io/name: {{ include "pe.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: photo-enhance
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "pe.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pe.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* InferenceService name of a task: (dict "root" $ "task" "colorize") */}}
+{{- define "pe.isvcName" -}}
+{{- printf "%s-%s" (include "pe.fullname" .root) .task -}}
+{{- end -}}
+
+{{/*
+The predictor's in-cluster gRPC address, as KServe 0.21 names it:
+- Standard: KServe creates Service "<isvc>-predictor"; its port 80 maps to the first container
+  port (HTTP here) and every further container port keeps its own number, so gRPC is
+  "<isvc>-predictor.<ns>.svc.<domain>:<grpcPort>".
+- Knative: one container port (h2c), reached through Knative's "<isvc>-predictor" Service on 80.
+*/}}
+{{- define "pe.predictorAddress" -}}
+{{- $root := .root -}}
+{{- $host := printf "%s-predictor.%s.svc.%s" (include "pe.isvcName" .) $root.Release.Namespace $root.Values.clusterDomain -}}
+{{- if eq $root.Values.predictor.deploymentMode "Knative" -}}
+{{- printf "%s:80" $host -}}
+{{- else -}}
+{{- printf "%s:%d" $host (int $root.Values.predictor.grpcPort) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pe.predictorImage" -}}
+{{- $img := .Values.predictor.image -}}
+{{- $tag := $img.tag | default (printf "%s-%s" .Chart.AppVersion $img.flavor) -}}
+{{- printf "%s:%s" $img.repository $tag -}}
+{{- end -}}
+
+{{- define "pe.transformerImage" -}}
+{{- $img := .Values.transformer.image -}}
+{{- printf "%s:%s" $img.repository ($img.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "pe.predictorServiceAccount" -}}
+{{- if .Values.predictor.serviceAccount.create -}}
+{{- default (printf "%s-predictor" (include "pe.fullname" .)) .Values.predictor.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.predictor.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pe.transformerServiceAccount" -}}
+{{- if .Values.transformer.serviceAccount.create -}}
+{{- default (printf "%s-transformer" (include "pe.fullname" .)) .Values.transformer.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.transformer.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pe.transformerSelectorLabels" -}}
+{{ include "pe.selectorLabels" . }}
+app.kubernetes.io/component: transformer
+{{- end -}}
+
+{{/* Names of the enabled tasks' InferenceServices, as a list for matchExpressions. */}}
+{{- define "pe.enabledIsvcNames" -}}
+{{- $root := . -}}
+{{- range $task := splitList " " (include "pe.tasks" .) }}
+{{- if (index $root.Values.models $task).enabled }}
+- {{ include "pe.isvcName" (dict "root" $root "task" $task) }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The gateway's public routes (CONTRACT section 1): "<pathType> <path>". Each POST route is served
+bare and under /v1; /docs has sub-paths (oauth2-redirect). /metrics stays in the cluster.
+*/}}
+{{- define "pe.publicPaths" -}}
+Exact /colorize
+Exact /restore
+Exact /face-restore
+Exact /upscale
+Exact /pipeline
+Prefix /v1
+Exact /health
+Prefix /docs
+Exact /redoc
+Exact /openapi.json
+{{- end -}}
