@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Helpers shared by hack/kind-up, kind-e2e, kind-down and stage-weights (sourced, not run).
+# Every command that changes something goes through `run`, which prints it ("+ cmd args") and
+# runs it, or with DRY_RUN=1 only prints it: `--dry-run` lists every step in order.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DRY_RUN="${DRY_RUN:-0}"
+
+log() {
+  printf '==> %s\n' "$*"
+}
+
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+run() {
+  printf '+'
+  printf ' %q' "$@"
+  printf '\n'
+  if [[ "${DRY_RUN}" == 1 ]]; then
+    return 0
+  fi
+  "$@"
+}
+
+# require <binary> <how to get it>: fail early with a hint (skipped in a dry run).
+require() {
+  if [[ "${DRY_RUN}" == 1 ]]; then
+    return 0
+  fi
+  command -v "$1" >/dev/null 2>&1 || die "$1 is not on PATH: $2"
+}
+
+# tool <helm|kubectl>: the binary on PATH, else the pinned one from hack/install-tools.
+tool() {
+  if command -v "$1" >/dev/null 2>&1; then
+    command -v "$1"
+    return 0
+  fi
+  if [[ ! -x "${ROOT}/.tools/bin/$1" && "${DRY_RUN}" != 1 ]]; then
+    "${ROOT}/hack/install-tools" >&2
+  fi
+  echo "${ROOT}/.tools/bin/$1"
+}
+
+# python: the project's venv interpreter (make venv), else python3.
+python_bin() {
+  if [[ -x "${ROOT}/.venv/bin/python" ]]; then
+    echo "${ROOT}/.venv/bin/python"
+  else
+    command -v python3 || echo python3
+  fi
+}
+
+# Official (task, variant) pairs understood by the chart and the predictors.
+valid_model() {
+  case "$1" in
+    colorize/modelscope | colorize/artistic | colorize/paper_tiny) return 0 ;;
+    restore/denoise | restore/deblur) return 0 ;;
+    face-restore/v0.1) return 0 ;;
+    upscale/x4plus | upscale/x4anime | upscale/x2plus) return 0 ;;
+    *) return 1 ;;
+  esac
+}
