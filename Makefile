@@ -31,3 +31,15 @@ run: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache
+
+# --- Kubernetes packaging (charts/, manifests/, hack/kind-*) ---
+.PHONY: tools manifests shellcheck
+
+tools:
+	hack/install-tools
+
+manifests: venv tools
+	$(PY) hack/gen_manifests.py
+
+shellcheck: tools
+	.tools/bin/shellcheck -x hack/install-tools hack/kind-up hack/kind-down hack/kind-e2e hack/stage-weights hack/lib.sh
