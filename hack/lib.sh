@@ -15,10 +15,21 @@ die() {
   exit 1
 }
 
+# quote <arg>: the argument as a shell word a person can read and paste back.
+quote() {
+  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+^-]+$ ]]; then
+    printf '%s' "$1"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+
 run() {
-  printf '+'
-  printf ' %q' "$@"
-  printf '\n'
+  local arg line="+"
+  for arg in "$@"; do
+    line+=" $(quote "${arg}")"
+  done
+  printf '%s\n' "${line}"
   if [[ "${DRY_RUN}" == 1 ]]; then
     return 0
   fi

@@ -1,0 +1,494 @@
+"""charts/photo-enhance: lint, render, validate every object, and check what the objects mean."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from .k8s_helpers import (
+    CHART,
+    NAMESPACE,
+    ROOT,
+    SPECS,
+    TASKS,
+    by_kind,
+    helm,
+    isvc_task,
+    kserve_predictor_service,
+    one,
+    pod_specs,
+    render,
+    selector_matches,
+    strict_schema,
+)
+
+PRESETS = ("default", "gpu", "kind")
+K8S_VERSIONS = ("1.30.0", "1.33.0")
+# CONTRACT section 1: every public REST route, bare and under /v1.
+POST_ROUTES = ("/colorize", "/restore", "/face-restore", "/upscale", "/pipeline")
+REST_ROUTES = (
+    *POST_ROUTES,
+    *(f"/v1{r}" for r in POST_ROUTES),
+    "/health",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+)
+GPU = "nvidia.com/gpu"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_helm_lint_strict(preset):
+    from .k8s_helpers import VALUES
+
+    result = helm("lint", "--strict", str(CHART), *VALUES[preset], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_knative_mode_renders_and_lints():
+    args = [
+        "--set",
+        "predictor.deploymentMode=Knative",
+        "--set",
+        "predictor.minReplicas=0",
+        "--set",
+        "predictor.scaleMetric=concurrency",
+    ]
+    result = helm("lint", "--strict", str(CHART), *args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for isvc in by_kind(render("default", *args), "InferenceService"):
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+        ports = isvc["spec"]["predictor"]["containers"][0]["ports"]
+        assert [p["name"] for p in ports] == ["h2c"], "Knative allows one port: gRPC over h2c"
+
+
+# ---------------------------------------------------------------------------------------------
+# Every rendered object is valid.
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_core_objects_match_kubernetes_schemas(preset, version):
+    objs = render(preset)
+    checked = 0
+    for obj in objs:
+        if obj["apiVersion"].startswith(("serving.kserve.io/", "gateway.networking.k8s.io/")):
+            continue
+        kubernetes_validate.validate(obj, version, strict=True)
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_predictor_pod_specs_match_kubernetes_pod_schema(preset):
+    """The PodSpec part of each InferenceService predictor, validated as a core Pod."""
+    for name, spec in pod_specs(render(preset)):
+        if not name.startswith("InferenceService/"):
+            continue
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": spec}
+        kubernetes_validate.validate(pod, K8S_VERSIONS[0], strict=True)
+
+
+@functools.cache
+def _crd_schemas() -> dict[tuple[str, str], dict]:
+    folder = SPECS / "kserve-crds"
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    schemas = {}
+    for path in sorted(folder.glob("*.yaml")):
+        crd = yaml.load(path.read_text(), Loader=loader)  # a safe loader (C if built)
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+@functools.cache
+def _crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    """Strict validator for a CRD (built once: the InferenceService schema is large)."""
+    return jsonschema.Draft7Validator(strict_schema(_crd_schemas()[(api_version, kind)]))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_inferenceservices_match_kserve_crd(preset):
+    if not (SPECS / "kserve-crds").is_dir():
+        reason = f"{SPECS / 'kserve-crds'} is absent: KServe CRD schemas unavailable"
+        print(reason, file=sys.stderr)
+        pytest.skip(reason)
+    isvcs = by_kind(render(preset), "InferenceService")
+    assert isvcs
+    for isvc in isvcs:
+        errors = list(_crd_validator(isvc["apiVersion"], isvc["kind"]).iter_errors(isvc))
+        assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
+        name = isvc["metadata"]["name"]
+        # KServe names the Deployment "<name>-predictor" and labels pods "isvc.<name>-predictor"
+        # (<= 63 characters) and the name must be a DNS-1035 label.
+        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)
+        assert len(f"isvc.{name}-predictor") <= 63
+
+
+def test_crd_validation_catches_a_typo():
+    if not (SPECS / "kserve-crds").is_dir():
+        pytest.skip(f"{SPECS / 'kserve-crds'} is absent")
+    isvc = by_kind(render("default"), "InferenceService")[0]
+    isvc["spec"]["predictor"]["storageUri"] = "s3://x/y"  # not a predictor field for containers
+    errors = list(_crd_validator(isvc["apiVersion"], "InferenceService").iter_errors(isvc))
+    assert any("storageUri" in e.message for e in errors)
+
+
+def test_httproute_shape():
+    """No Gateway API schema is available offline: check the HTTPRoute's structure here."""
+    route = one(render("gpu"), "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    spec = route["spec"]
+    assert spec["parentRefs"] and all(ref["name"] for ref in spec["parentRefs"])
+    for rule in spec["rules"]:
+        for match in rule["matches"]:
+            assert match["path"]["type"] in ("Exact", "PathPrefix")
+            assert match["path"]["value"].startswith("/")
+        assert len(rule["backendRefs"]) == 1
+        assert re.fullmatch(r"\d+s", rule["timeouts"]["request"])
+
+
+def test_values_schema_is_valid_json_schema():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    for name in ("values.yaml", "values-gpu.yaml", "values-kind.yaml"):
+        values = yaml.safe_load((CHART / "values.yaml").read_text())
+        _merge(values, yaml.safe_load((CHART / name).read_text()))
+        jsonschema.validate(values, schema)
+
+
+def _merge(base: dict, over: dict) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "predictor.deploymentMode=Serverless"], "deploymentMode"),
+        (["--set", "predictor.deploymentMode=RawDeployment"], "deploymentMode"),
+        (["--set", "models.colorize.variant=huge"], "variant"),
+        (["--set", "models.restore.variant=deblur"], "Google Drive"),
+        (["--set", "predictor.scaleMetric=rps"], "Knative"),
+        (["--set", "predictor.minReplicas=0"], "minReplicas"),
+        (["--set", "containerSecurityContext.allowPrivilegeEscalation=true"], "allowPrivilege"),
+        (["--set", "models.upscale.storageUris={ftp://host/x.pth}"], "storageUris"),
+        (["--set", "httpRoute.enabled=true"], "parentRefs"),
+    ],
+)
+def test_bad_values_are_refused(args, message):
+    result = helm("template", "x", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# What the objects mean.
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_four_inferenceservices_with_storage_and_task_args(preset):
+    isvcs = by_kind(render(preset), "InferenceService")
+    assert sorted(isvc_task(i) for i in isvcs) == sorted(TASKS)
+    for isvc in isvcs:
+        task = isvc_task(isvc)
+        assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+        annotations = isvc["metadata"]["annotations"]
+        assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+        predictor = isvc["spec"]["predictor"]
+        uris = [entry["uri"] for entry in predictor["storageUris"]]
+        assert uris and all(
+            entry["mountPath"] == "/mnt/models" for entry in predictor["storageUris"]
+        )
+        if task == "face-restore" and preset != "kind":
+            names = sorted(u.rsplit("/", 1)[1] for u in uris)
+            assert names == [
+                "codeformer.pth",
+                "detection_Resnet50_Final.pth",
+                "parsing_parsenet.pth",
+            ]
+        (container,) = predictor["containers"]
+        assert container["name"] == "kserve-container"
+        assert container["command"] == ["python", "-m", "predictors"]
+        args = container["args"]
+        assert args[0] == task
+        assert "--model_dir=/mnt/models" in args
+        assert any(a.startswith("--variant=") for a in args)
+        for flag in ("--grpc_max_send_message_length", "--grpc_max_receive_message_length"):
+            (value,) = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+            assert int(value) >= 200 * 1024 * 1024, "a 4x upscale of 2048 px is ~200 MB"
+        assert container["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{task}/ready"
+        assert predictor["minReplicas"] >= 1 <= predictor["maxReplicas"]
+        assert predictor["scaleMetric"] in ("cpu", "memory")
+
+
+def test_default_weights_are_the_official_files():
+    official = yaml.safe_load((CHART / "files" / "official-weights.yaml").read_text())
+    for isvc in by_kind(render("default"), "InferenceService"):
+        task = isvc_task(isvc)
+        variant = next(
+            a
+            for a in isvc["spec"]["predictor"]["containers"][0]["args"]
+            if a.startswith("--variant=")
+        ).split("=", 1)[1]
+        uris = [e["uri"] for e in isvc["spec"]["predictor"]["storageUris"]]
+        assert uris == official[task][variant]
+
+
+def test_official_weights_match_the_catalogue():
+    """files/official-weights.yaml and archs.catalogue (the code's source of truth) agree:
+    the same variants, and each KServe-fetchable URL is the catalogue's URL."""
+    catalogue = pytest.importorskip("archs.catalogue").CATALOGUE
+    official = yaml.safe_load((CHART / "files" / "official-weights.yaml").read_text())
+    chart_pairs = {(t, v) for t, variants in official.items() for v in variants}
+    assert chart_pairs == set(catalogue)
+    for (task, variant), files in catalogue.items():
+        urls = official[task][variant]
+        if urls is None:
+            assert any("drive" in f.url for f in files), (task, variant)
+            continue
+        assert urls == [f.url for f in files], (task, variant)
+
+
+def test_gpu_render_requests_gpus_on_gpu_nodes():
+    for preset in ("default", "gpu"):
+        for isvc in by_kind(render(preset), "InferenceService"):
+            predictor = isvc["spec"]["predictor"]
+            resources = predictor["containers"][0]["resources"]
+            assert int(resources["limits"][GPU]) >= 1
+            assert resources["requests"][GPU] == resources["limits"][GPU]
+            assert any(k.startswith("nvidia.com/") for k in predictor["nodeSelector"])
+            assert any(t["key"] == GPU for t in predictor["tolerations"])
+            env = {e["name"]: e["value"] for e in predictor["containers"][0]["env"]}
+            assert env["FORCE_CPU"] == "false"
+
+
+def test_kind_render_has_no_gpu_anything():
+    objs = render("kind")
+    assert GPU not in yaml.safe_dump_all(objs)
+    for isvc in by_kind(objs, "InferenceService"):
+        predictor = isvc["spec"]["predictor"]
+        assert "nodeSelector" not in predictor
+        assert "tolerations" not in predictor
+        container = predictor["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["FORCE_CPU"] == "true"
+        assert all(u["uri"].startswith("pvc://") for u in predictor["storageUris"])
+        # small: a laptop runs all four
+        assert container["resources"]["limits"]["memory"] in ("2Gi", "3Gi", "4Gi")
+    variants = {
+        isvc_task(i): next(
+            a for a in i["spec"]["predictor"]["containers"][0]["args"] if a.startswith("--variant=")
+        )
+        for i in by_kind(objs, "InferenceService")
+    }
+    assert variants["colorize"] == "--variant=paper_tiny"
+    assert variants["upscale"] == "--variant=x2plus"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_transformer_addresses_are_kserve_predictor_services(preset):
+    objs = render(preset)
+    deployment = one(objs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    isvcs = by_kind(objs, "InferenceService")
+    for isvc in isvcs:
+        task = isvc_task(isvc)
+        svc = kserve_predictor_service(isvc)
+        (grpc,) = [p for p in svc["ports"] if p["name"] in ("grpc", "h2c")]
+        want = f"{svc['name']}.{svc['namespace']}.svc.cluster.local:{grpc['port']}"
+        assert env[f"PREDICTOR_{task.upper().replace('-', '_')}"] == want
+        # the port KServe exposes there is the one the predictor serves gRPC on
+        args = isvc["spec"]["predictor"]["containers"][0]["args"]
+        assert f"--grpc_port={grpc['targetPort']}" in args
+    assert sorted(k for k in env if k.startswith("PREDICTOR_") and k != "PREDICTOR_TIMEOUT_S") == [
+        "PREDICTOR_COLORIZE",
+        "PREDICTOR_FACE_RESTORE",
+        "PREDICTOR_RESTORE",
+        "PREDICTOR_UPSCALE",
+    ]
+    assert int(env["GRPC_MAX_MESSAGE_BYTES"]) >= 200 * 1024 * 1024
+
+
+def test_kserve_service_model_puts_http_on_port_80():
+    """The Service model the address test relies on: port 80 is HTTP (OIP REST, KServe's own
+    URL), gRPC keeps its number."""
+    isvc = by_kind(render("default"), "InferenceService")[0]
+    ports = {p["name"]: p for p in kserve_predictor_service(isvc)["ports"]}
+    assert ports["http"]["port"] == 80 and ports["http"]["targetPort"] == 8080
+    assert ports["grpc"]["port"] == 8081
+
+
+def test_knative_addresses_use_port_80():
+    args = ["--set", "predictor.deploymentMode=Knative"]
+    env = {
+        e["name"]: e.get("value")
+        for e in one(render("default", *args), "Deployment")["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+    }
+    assert env["PREDICTOR_UPSCALE"] == (
+        f"photo-enhance-upscale-predictor.{NAMESPACE}.svc.cluster.local:80"
+    )
+
+
+def _path_matches(route: str, path: dict) -> bool:
+    value, kind = path["path"], path["pathType"]
+    if kind == "Exact":
+        return route == value
+    if kind == "Prefix":
+        parts, prefix = route.strip("/").split("/"), value.strip("/").split("/")
+        return parts[: len(prefix)] == prefix
+    return False
+
+
+@pytest.mark.parametrize("preset", ("default", "gpu"))
+def test_ingress_reaches_every_rest_route(preset):
+    objs = render(preset)
+    ingress = one(objs, "Ingress")
+    service = one(objs, "Service")
+    deployment = one(objs, "Deployment")
+    container_ports = {
+        p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    for route in REST_ROUTES:
+        hits = [p for p in paths if _path_matches(route, p)]
+        assert hits, f"{route} is not exposed by the Ingress"
+        for hit in hits:
+            backend = hit["backend"]["service"]
+            assert backend["name"] == service["metadata"]["name"]
+            assert service_ports[backend["port"]["name"]]["targetPort"] in container_ports
+    assert not any(_path_matches("/metrics", p) for p in paths), "/metrics stays internal"
+    assert selector_matches(
+        {"matchLabels": service["spec"]["selector"]},
+        deployment["spec"]["template"]["metadata"]["labels"],
+    )
+
+
+def test_httproute_reaches_every_rest_route():
+    route = one(render("gpu"), "HTTPRoute")
+    service = one(render("gpu"), "Service")
+    (rule,) = route["spec"]["rules"]
+    paths = [
+        {
+            "path": m["path"]["value"],
+            "pathType": {"PathPrefix": "Prefix", "Exact": "Exact"}[m["path"]["type"]],
+        }
+        for m in rule["matches"]
+    ]
+    for r in REST_ROUTES:
+        assert any(_path_matches(r, p) for p in paths), r
+    assert rule["backendRefs"][0]["name"] == service["metadata"]["name"]
+    assert rule["backendRefs"][0]["port"] == service["spec"]["ports"][0]["port"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_pod_is_restricted(preset):
+    specs = pod_specs(render(preset))
+    assert len(specs) == 5  # transformer + four predictors
+    for name, spec in specs:
+        pod_sc = spec.get("securityContext") or {}
+        assert pod_sc.get("runAsNonRoot") is True, name
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), name
+        assert spec.get("automountServiceAccountToken") is False, name
+        for volume in spec.get("volumes") or []:
+            assert "hostPath" not in volume, name
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container.get("securityContext") or {}
+            where = f"{name}/{container['name']}"
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("privileged", False) is False, where
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), where
+            assert not sc.get("capabilities", {}).get("add"), where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{where}: caches need a writable /tmp"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_network_policy_admits_only_the_transformer(preset):
+    objs = render(preset)
+    policy = one(objs, "NetworkPolicy")
+    transformer_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    for isvc in by_kind(objs, "InferenceService"):
+        # KServe labels every predictor pod with its InferenceService name
+        pod_labels = {
+            "serving.kserve.io/inferenceservice": isvc["metadata"]["name"],
+            "component": "predictor",
+            **isvc["spec"]["predictor"]["labels"],
+        }
+        assert selector_matches(policy["spec"]["podSelector"], pod_labels)
+        ports = {p["containerPort"] for p in isvc["spec"]["predictor"]["containers"][0]["ports"]}
+        allowed = set()
+        for rule in policy["spec"]["ingress"]:
+            if any(
+                selector_matches(peer.get("podSelector", {}), transformer_labels)
+                for peer in rule["from"]
+                if set(peer) == {"podSelector"}
+            ):
+                allowed |= {p["port"] for p in rule["ports"]}
+        assert ports <= allowed, "the transformer must reach HTTP and gRPC"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    stranger = {"app": "something-else"}
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            assert set(peer) != {"podSelector"} or not selector_matches(
+                peer["podSelector"], stranger
+            )
+            assert peer.get("podSelector", {"matchLabels": {"x": "y"}}) != {}, "no allow-all peer"
+            assert "ipBlock" not in peer
+
+
+def test_network_policy_names_oip_clients_when_asked():
+    policy = one(render("gpu"), "NetworkPolicy")
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "photo-batch"}}
+    } in peers
+
+
+def test_notes_tell_how_to_call_the_service():
+    result = helm("install", "--dry-run=client", "photo-enhance", str(CHART), "-n", NAMESPACE)
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "port-forward svc/photo-enhance-transformer" in notes
+    for route in POST_ROUTES:
+        assert f"$GATEWAY{route}" in notes
+
+
+def test_dockerfiles_are_non_root_and_pinned():
+    for name in ("Dockerfile.predictor", "Dockerfile.transformer"):
+        text = (ROOT / name).read_text()
+        assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+$", text, re.M), name
+        assert "USER 1000:1000" in text
+        assert "TORCH_HOME" in text or name == "Dockerfile.transformer"
+        # dependencies are installed before the code is copied (layer caching)
+        assert text.index("pip install -r") < text.index(
+            "COPY predictors" if "predictor" in name else "COPY transformer"
+        )
+    predictor = (ROOT / "Dockerfile.predictor").read_text()
+    assert (
+        "ARG TORCH_FLAVOR" in predictor and "download.pytorch.org/whl/${TORCH_FLAVOR}" in predictor
+    )
+    assert "torch" not in (ROOT / "Dockerfile.transformer").read_text().replace("no torch", "")
+    ignore = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert ignore[0] == "*" and "**/*.pth" in ignore
