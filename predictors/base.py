@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from kserve import Model
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 import archs
@@ -22,6 +22,14 @@ from . import v2codec
 from .v2codec import Param
 
 log = logging.getLogger(__name__)
+
+
+class NotLoaded(ModelNotReady):
+    """ModelNotReady that KServe 0.21's gRPC error mapping can read (it expects `.reason`)."""
+
+    def __init__(self, model_name: str, detail: str):
+        super().__init__(model_name, detail)
+        self.reason = self.error_msg
 
 
 def env_flag(name: str) -> bool:
@@ -113,6 +121,8 @@ class EnhanceModel(Model):
     async def predict(
         self, payload: InferRequest, headers: dict[str, str] | None = None
     ) -> InferResponse:
+        if not self.ready:  # KServe checks readiness on REST only
+            raise NotLoaded(self.name, self.load_error or "the weights are still loading")
         if not isinstance(payload, InferRequest):
             raise InvalidInput("this model speaks the Open Inference Protocol v2 only")
         images = v2codec.decode_images(payload)

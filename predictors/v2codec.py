@@ -24,11 +24,18 @@ class Param:
     high: float | None = None
 
 
-def _plain(value: Any) -> Any:
+def _plain(name: str, value: Any) -> Any:
     """REST gives plain JSON values; gRPC gives InferParameter messages."""
     if isinstance(value, InferParameter):
         field = value.WhichOneof("parameter_choice")
-        return getattr(value, field) if field else None
+        if field is None:
+            # OIP v2's InferParameter carries bool, int64 and string only; a client's
+            # double_param arrives as an unknown field.
+            raise InvalidInput(
+                f"parameter {name!r} has no bool, int64 or string value; "
+                "over gRPC send fractional numbers as strings (e.g. \"0.7\")"
+            )
+        return getattr(value, field)
     return value
 
 
@@ -52,7 +59,7 @@ def _coerce(name: str, value: Any, spec: Param) -> Any:
 
 def decode_parameters(raw: Any, specs: dict[str, Param]) -> dict[str, Any]:
     """Known parameters, typed and range-checked; unknown ones are ignored (OIP allows extras)."""
-    given = {key: _plain(value) for key, value in (raw or {}).items()}
+    given = {key: _plain(key, value) for key, value in (raw or {}).items() if key in specs}
     values = {}
     for name, spec in specs.items():
         value = given.get(name)

@@ -1,0 +1,103 @@
+"""The face-restore predictor (CodeFormer + facexlib) as a real KServe process.
+
+The generated RetinaFace finds a face at every coarse anchor (see weights_factory), so the
+detection, alignment and ParseNet paste-back path really runs; `only_center_face` keeps it to one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import cv2
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as triton_aio
+
+from tests.servers import start_predictor
+from tests.v2clients import MAX_MESSAGE, infer_grpc, infer_rest
+
+
+@pytest.fixture(scope="module")
+def face(weights, tmp_path_factory):
+    server = start_predictor(
+        "face-restore", weights.model_dir("face-restore", "v0.1"), tmp_path_factory.mktemp("face")
+    )
+    server.wait()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def portraits(astronaut):
+    blurred = cv2.GaussianBlur(astronaut, (0, 0), 2)
+    return [cv2.resize(blurred, (96, 96)), cv2.resize(blurred[:400, 100:500], (120, 120))]
+
+
+# (portrait index, upscale): the same requests are made one by one and then concurrently.
+REQUESTS = [(0, 1), (1, 2)]
+
+
+def _params(upscale: int) -> dict:
+    return {"upscale": upscale, "only_center_face": True, "fidelity": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def sequential(face, portraits):
+    return [
+        infer_grpc(face.grpc, "face-restore", portraits[i], **_params(up)) for i, up in REQUESTS
+    ]
+
+
+def test_detected_face_is_restored_and_pasted_back(sequential, portraits):
+    out, params = sequential[0]
+    assert out.shape == portraits[0].shape and params["faces"] == 1
+    assert np.abs(out.astype(int) - portraits[0].astype(int)).mean() > 1  # the face changed
+
+
+def test_upscale_applies_to_the_whole_image(sequential):
+    out, params = sequential[1]
+    assert out.shape == (240, 240, 3) and params["faces"] == 1
+
+
+def test_aligned_input_skips_detection(face, portraits):
+    # OIP v2 gRPC parameters hold no floats: fidelity travels as a string there, a number in REST.
+    out, params = infer_grpc(
+        face.grpc, "face-restore", portraits[0], has_aligned=True, upscale=1, fidelity="1.0"
+    )
+    assert out.shape == (512, 512, 3) and params["faces"] == 1
+    other, _ = infer_rest(
+        face.http, "face-restore", portraits[0], has_aligned=True, upscale=1, fidelity=0.0
+    )
+    assert not np.array_equal(out, other)  # fidelity reaches the network
+
+
+def test_a_double_parameter_over_grpc_is_refused_clearly(face, portraits):
+    with pytest.raises(Exception, match="send fractional numbers as strings"):
+        infer_grpc(face.grpc, "face-restore", portraits[0], has_aligned=True, fidelity=0.3)
+
+
+def test_fidelity_out_of_range_is_refused(face, portraits):
+    with pytest.raises(Exception, match="fidelity"):
+        infer_grpc(face.grpc, "face-restore", portraits[0], fidelity="1.5")
+    assert face.is_ready()
+
+
+async def _concurrent(address: str, requests: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
+    async with triton_aio.InferenceServerClient(address, channel_args=options) as client:
+
+        async def one(image, upscale):
+            tensor = triton_aio.InferInput("image", [1, *image.shape], "UINT8")
+            tensor.set_data_from_numpy(image[None])
+            result = await client.infer("face-restore", [tensor], parameters=_params(upscale))
+            return result.as_numpy("image")[0]
+
+        return await asyncio.gather(*(one(image, up) for image, up in requests))
+
+
+def test_concurrent_requests_never_share_an_images_state(face, portraits, sequential):
+    order = [0, 1, 0, 1]
+    requests = [(portraits[REQUESTS[k][0]], REQUESTS[k][1]) for k in order]
+    concurrent = asyncio.run(_concurrent(face.grpc, requests))
+    for k, got in zip(order, concurrent, strict=True):
+        assert np.array_equal(got, sequential[k][0])
