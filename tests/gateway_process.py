@@ -1,0 +1,125 @@
+"""Start the gateway (`python -m transformer`) and a silent TCP peer as real local processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from tests.servers import ROOT, free_port
+
+TASK_FLAGS = {
+    "colorize": "--predictor_colorize",
+    "restore": "--predictor_restore",
+    "face-restore": "--predictor_face_restore",
+    "upscale": "--predictor_upscale",
+}
+
+
+@dataclass
+class Gateway:
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"gateway not ready:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_gateway(addresses: dict[str, str], tmp_dir: Path, env: dict | None = None) -> Gateway:
+    """The gateway on a free port, predictors at `addresses` (task -> host:port), ready."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "transformer"]
+    cmd += ["--http_host", "127.0.0.1", "--http_port", str(port)]
+    for task, address in addresses.items():
+        cmd += [TASK_FLAGS[task], address]
+    full_env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREDICTOR_", "MAX_", "MODEL_"))
+    }
+    full_env.update(env or {})
+    log_path = tmp_dir / f"gateway-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    gateway = Gateway(port, process, log_path)
+    try:
+        gateway.wait()
+    except Exception:
+        gateway.stop()
+        raise
+    return gateway
+
+
+SILENT_PEER = """
+import socket, sys, threading
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", 0))
+server.listen(16)
+print(server.getsockname()[1], flush=True)
+def drain(conn):
+    while conn.recv(65536):
+        pass
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=drain, args=(conn,), daemon=True).start()
+"""
+
+
+def start_silent_peer() -> tuple[subprocess.Popen, str]:
+    """A TCP server that accepts connections, reads what comes and never answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SILENT_PEER], stdout=subprocess.PIPE, text=True
+    )
+    port = int(process.stdout.readline())
+    return process, f"127.0.0.1:{port}"
+
+
+def encoded(array: np.ndarray, fmt: str = "PNG", **options) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def decoded(body: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(body))
+    im.load()
+    return im

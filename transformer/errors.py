@@ -1,0 +1,25 @@
+"""The one error type routes raise; it becomes `{"detail": ...}` with its status (CONTRACT 1)."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """A failure the client can act on: status code, a readable detail and extra headers."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def bad_request(detail: str) -> GatewayError:
+    return GatewayError(400, detail)
+
+
+def too_large(detail: str) -> GatewayError:
+    return GatewayError(413, detail)
+
+
+def unsupported_type(detail: str) -> GatewayError:
+    return GatewayError(415, detail)

@@ -1,0 +1,201 @@
+"""V2 (Open Inference Protocol) gRPC clients for the four task predictors.
+
+One `kserve.InferenceGRPCClient` per task (KServe's own client factory caches a single client for
+the whole process). Images travel as `UINT8 [1, H, W, 3]` raw tensor contents, never as number
+lists. gRPC failures become the contract's statuses: 503 (with Retry-After) when the predictor is
+unreachable or its model is not ready, 504 when it does not answer in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+from kserve import InferenceGRPCClient
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+from . import metrics
+from .config import ADDRESS_ENV, Settings, flag_name
+from .errors import GatewayError
+
+logger = logging.getLogger("transformer.predictors")
+
+
+class _QuietClientFailures(logging.Filter):
+    """kserve's gRPC client logs a traceback for every failed call (a predictor still loading,
+    one that is down); the gateway answers those with 503/504 and logs its own line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Failed to infer", "Failed to get readiness"))
+
+
+logging.getLogger("kserve").addFilter(_QuietClientFailures())
+
+IMAGE = "image"
+HEALTH_TIMEOUT_S = 3.0
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+
+
+def to_parameter(value: Any) -> InferParameter:
+    """A Python value as a V2 gRPC parameter. KServe's proto has no double field (Triton's has):
+    a float travels as its decimal string, which the predictors parse (CONTRACT section 2)."""
+    if isinstance(value, bool):
+        return InferParameter(bool_param=value)
+    if isinstance(value, int):
+        return InferParameter(int64_param=value)
+    if isinstance(value, float):
+        return InferParameter(string_param=repr(value))
+    if isinstance(value, str):
+        return InferParameter(string_param=value)
+    raise TypeError(f"unsupported parameter type {type(value).__name__}")
+
+
+def from_parameter(value: Any) -> Any:
+    if isinstance(value, InferParameter):
+        kind = value.WhichOneof("parameter_choice")
+        return getattr(value, kind) if kind else None
+    return value
+
+
+@dataclass
+class Answer:
+    image: np.ndarray  # uint8 [H, W, 3]
+    parameters: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class Predictors:
+    """The gRPC clients, created on first use inside the running event loop."""
+
+    settings: Settings
+    _clients: dict[str, InferenceGRPCClient] = field(default_factory=dict)
+    reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant/device seen
+
+    def _unavailable(self, task: str, why: str) -> GatewayError:
+        return GatewayError(
+            503,
+            f"the {task} model is not available: {why}; retry later",
+            {"Retry-After": str(self.settings.retry_after_s)},
+        )
+
+    def client(self, task: str) -> InferenceGRPCClient:
+        address = self.settings.addresses.get(task)
+        if not address:
+            raise self._unavailable(
+                task,
+                f"no predictor address configured (set {ADDRESS_ENV[task]} or "
+                f"--{flag_name(task)})",
+            )
+        client = self._clients.get(task)
+        if client is None:
+            limit = self.settings.grpc_max_message
+            client = InferenceGRPCClient(
+                address,
+                channel_args=[
+                    ("grpc.max_send_message_length", limit),
+                    ("grpc.max_receive_message_length", limit),
+                ],
+                timeout=self.settings.predictor_timeout_s,
+                retries=2,  # retried only on UNAVAILABLE (kserve's retry policy)
+            )
+            self._clients[task] = client
+        return client
+
+    async def infer(self, task: str, image: np.ndarray, parameters: dict[str, Any]) -> Answer:
+        """Send one uint8 [H, W, 3] RGB image to the task's predictor; its image comes back."""
+        client = self.client(task)
+        batch = np.ascontiguousarray(image[np.newaxis])
+        tensor = InferInput(IMAGE, list(batch.shape), "UINT8")
+        tensor.set_data_from_numpy(batch, binary_data=True)
+        request = InferRequest(
+            model_name=task,
+            infer_inputs=[tensor],
+            request_id=str(uuid.uuid4()),
+            parameters={key: to_parameter(value) for key, value in parameters.items()},
+        )
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            response = await client.infer(request)
+            outcome = "ok"
+        except grpc.RpcError as exc:
+            outcome = exc.code().name.lower() if hasattr(exc, "code") else "error"
+            raise self._map_error(task, exc) from None
+        finally:
+            metrics.PREDICTOR_SECONDS.labels(task, outcome).observe(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        answer = self._image_of(task, response)
+        params = {k: from_parameter(v) for k, v in (response.parameters or {}).items()}
+        seen = {k: params[k] for k in ("variant", "device") if params.get(k)}
+        if seen:
+            self.reported[task] = seen
+        return Answer(answer, params, seconds)
+
+    def _image_of(self, task: str, response) -> np.ndarray:
+        outputs = [o for o in response.outputs if o.name == IMAGE] or response.outputs[:1]
+        if not outputs:
+            raise RuntimeError(f"the {task} predictor answered without an output tensor")
+        output = outputs[0]
+        if output.datatype != "UINT8" or len(output.shape) != 4 or output.shape[-1] != 3:
+            raise RuntimeError(
+                f"the {task} predictor answered {output.datatype} {list(output.shape)}, "
+                "expected UINT8 [1, H, W, 3]"
+            )
+        return output.as_numpy()[0]
+
+    def _map_error(self, task: str, exc: grpc.RpcError) -> Exception:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        address = self.settings.addresses.get(task)
+        if code in _UNAVAILABLE:
+            return self._unavailable(task, f"its predictor at {address} answered {code.name}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return GatewayError(
+                504,
+                f"the {task} model did not answer within {self.settings.predictor_timeout_s:g} s "
+                "(PREDICTOR_TIMEOUT_S); try a smaller image or a smaller tile_size",
+            )
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return GatewayError(400, f"the {task} model refused the request: {details}")
+        # Anything else is ours to fix: logged with the details, answered as a plain 500.
+        return RuntimeError(f"{task} predictor at {address} failed: {code}: {details}")
+
+    async def ready(self, task: str) -> tuple[bool, str]:
+        """(ready, why not) from the predictor's V2 ModelReady."""
+        if not self.settings.addresses.get(task):
+            return False, f"no predictor address configured ({ADDRESS_ENV[task]})"
+        try:
+            ok = await self.client(task).is_model_ready(task, timeout=HEALTH_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            code = exc.code().name if hasattr(exc, "code") else "error"
+            return False, f"predictor at {self.settings.addresses[task]}: {code}"
+        return ok, "" if ok else "model loading or failed to load (see the predictor's log)"
+
+    async def health(self, tasks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        results = await asyncio.gather(*(self.ready(task) for task in tasks))
+        report = {}
+        for task, (ok, why) in zip(tasks, results, strict=True):
+            seen = self.reported.get(task, {})
+            entry = {
+                "ready": ok,
+                "variant": seen.get("variant", self.settings.variants.get(task)),
+                "device": seen.get("device", "unknown"),
+                "predictor": self.settings.addresses.get(task),
+            }
+            if why:
+                entry["detail"] = why
+            report[task] = entry
+        return report
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

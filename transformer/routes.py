@@ -1,0 +1,293 @@
+"""The REST routes (CONTRACT section 1), added to the FastAPI app that KServe serves.
+
+Every route exists bare and under /v1. Query parameters are validated by FastAPI (422 on a
+value out of range); everything else answers `{"detail": ...}` with the contract's status.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from kserve.model_server import app
+from starlette.concurrency import run_in_threadpool
+
+from . import images, metrics, tasks
+from .config import TASKS, Settings
+from .errors import GatewayError
+from .predictors import Predictors
+from .uploads import read_upload
+
+logger = logging.getLogger("transformer.routes")
+
+
+class State:
+    """The settings and predictor clients the routes use; __main__ sets them from flags."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.predictors = Predictors(settings)
+
+
+state = State(Settings.from_env())
+
+
+def configure(settings: Settings) -> None:
+    global state
+    state = State(settings)
+
+
+OutputFormat = Annotated[
+    Literal["png", "jpg", "jpeg", "webp"],
+    Query(description="Encoding of the answer: png (default, keeps alpha), jpg/jpeg, webp."),
+]
+TileSize = Annotated[int, Query(ge=0, description="Tile side in px; 0 = whole image at once.")]
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The image (JPEG, PNG, WebP, BMP or TIFF) as multipart field `file`, "
+        "or as the raw body with Content-Type image/*.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+_DETAIL = {"application/json": {"example": {"detail": "a message a person can act on"}}}
+_RESPONSES: dict[int | str, dict] = {
+    200: {
+        "description": "The processed image, encoded as `output_format`.",
+        "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+    },
+    400: {"description": "Undecodable or invalid image.", "content": _DETAIL},
+    413: {"description": "Upload over MAX_UPLOAD_MB or too many pixels.", "content": _DETAIL},
+    415: {"description": "Not a JPEG, PNG, WebP, BMP or TIFF image.", "content": _DETAIL},
+    503: {"description": "The predictor is not ready (see Retry-After).", "content": _DETAIL},
+    504: {"description": "The predictor did not answer in time.", "content": _DETAIL},
+}
+
+router = APIRouter()
+Work = Callable[[np.ndarray], Awaitable[tasks.Result]]
+
+
+def _image_route(path: str, summary: str):
+    return router.post(
+        path,
+        summary=summary,
+        response_class=Response,
+        responses=_RESPONSES,
+        openapi_extra=_IMAGE_BODY,
+    )
+
+
+async def _answer(route: str, request: Request, output_format: str, work: Work) -> Response:
+    """Upload -> decode -> work (predictors) -> encode, with every failure mapped to JSON."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        settings = state.settings
+        data = await read_upload(request, settings.max_upload_bytes)
+        decoded = await run_in_threadpool(
+            images.decode, data, settings.max_pixels, settings.max_image_side
+        )
+        result = await work(decoded.rgb)
+        body, media_type = await run_in_threadpool(
+            images.encode, result.rgb, decoded.alpha, output_format, decoded.icc_profile
+        )
+        total_ms = (time.perf_counter() - start) * 1000
+        headers = {
+            "Server-Timing": f"predictor;dur={result.predictor_seconds * 1000:.1f}, "
+            f"total;dur={total_ms:.1f}",
+            "X-Steps": ",".join(result.steps),
+        }
+        if result.faces is not None:
+            headers["X-Faces"] = str(result.faces)
+        status = 200
+        return Response(body, media_type=media_type, headers=headers)
+    except GatewayError as exc:
+        status = exc.status
+        if status >= 500:
+            logger.warning("%s: %d %s", route, status, exc.detail)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+    except Exception:
+        logger.exception("%s failed", route)
+        return JSONResponse(
+            {"detail": "internal error in the gateway; the details are in its log"},
+            status_code=500,
+        )
+    finally:
+        metrics.REQUEST_SECONDS.labels(route, str(status)).observe(time.perf_counter() - start)
+
+
+@_image_route("/colorize", "Colorize a photo (DDColor)")
+async def colorize(
+    request: Request,
+    render_factor: Annotated[
+        int,
+        Query(ge=1, le=100, description="Model input side = 16 x render_factor px (32 = 512)."),
+    ] = 32,
+    output_format: OutputFormat = "png",
+) -> Response:
+    async def work(rgb: np.ndarray) -> tasks.Result:
+        images.check_output_size(output_format, rgb.shape[1], rgb.shape[0])
+        out = tasks.Result(rgb)
+        out.rgb = await tasks.colorize(state.predictors, rgb, render_factor, out)
+        return out
+
+    return await _answer("colorize", request, output_format, work)
+
+
+@_image_route("/restore", "Restore a photo: denoise or deblur (NAFNet)")
+async def restore(
+    request: Request, tile_size: TileSize = 0, output_format: OutputFormat = "png"
+) -> Response:
+    async def work(rgb: np.ndarray) -> tasks.Result:
+        images.check_output_size(output_format, rgb.shape[1], rgb.shape[0])
+        out = tasks.Result(rgb)
+        out.rgb = await tasks.restore(state.predictors, rgb, tile_size, out)
+        return out
+
+    return await _answer("restore", request, output_format, work)
+
+
+@_image_route("/face-restore", "Restore faces (CodeFormer with facexlib)")
+async def face_restore(
+    request: Request,
+    fidelity: Annotated[
+        float, Query(ge=0, le=1, description="0 = best quality, 1 = closest to the input.")
+    ] = 0.5,
+    upscale: Annotated[
+        int, Query(ge=1, le=4, description="The answer is upscale x the input.")
+    ] = 2,
+    only_center_face: Annotated[bool, Query(description="Restore the central face only.")] = False,
+    has_aligned: Annotated[
+        bool, Query(description="The input is one aligned 512x512 face crop.")
+    ] = False,
+    output_format: OutputFormat = "png",
+) -> Response:
+    async def work(rgb: np.ndarray) -> tasks.Result:
+        # An aligned crop is restored at the model's 512 px face size, then scaled by `upscale`.
+        side = tasks.FACE_SIZE if has_aligned else None
+        width, height = (side, side) if side else (rgb.shape[1], rgb.shape[0])
+        images.check_output_size(output_format, width * upscale, height * upscale)
+        out = tasks.Result(rgb)
+        out.rgb = await tasks.face_restore(
+            state.predictors,
+            rgb,
+            out,
+            fidelity=fidelity,
+            upscale=upscale,
+            only_center_face=only_center_face,
+            has_aligned=has_aligned,
+        )
+        return out
+
+    return await _answer("face-restore", request, output_format, work)
+
+
+@_image_route("/upscale", "Upscale a photo (Real-ESRGAN)")
+async def upscale(
+    request: Request,
+    scale: Annotated[
+        int, Query(ge=1, le=8, description="The answer is exactly scale x the input.")
+    ] = 4,
+    tile_size: TileSize = 512,
+    output_format: OutputFormat = "png",
+) -> Response:
+    async def work(rgb: np.ndarray) -> tasks.Result:
+        images.check_output_size(output_format, rgb.shape[1] * scale, rgb.shape[0] * scale)
+        out = tasks.Result(rgb)
+        out.rgb = await tasks.upscale(state.predictors, rgb, scale, tile_size, out)
+        return out
+
+    return await _answer("upscale", request, output_format, work)
+
+
+BoxSide = Annotated[int, Query(ge=16, le=16384, description="Target box side in px.")]
+
+
+@_image_route("/pipeline", "Chain the models: colorize, restore, upscale, fit the box, faces")
+async def pipeline(
+    request: Request,
+    restore: Annotated[bool, Query(description="Run the restore model.")] = True,
+    face_restore: Annotated[bool, Query(description="Restore faces (last step).")] = True,
+    colorize: Annotated[bool, Query(description="Run the colorize model (first step).")] = True,
+    upscale: Annotated[
+        bool, Query(description="Upscale with the model when smaller than the box.")
+    ] = True,
+    width: BoxSide = 2400,
+    height: BoxSide = 2400,
+    render_factor: Annotated[int, Query(ge=1, le=100)] = 32,
+    restore_tile_size: TileSize = 0,
+    fidelity: Annotated[float, Query(ge=0, le=1)] = 0.7,
+    upscale_tile_size: TileSize = 512,
+    only_center_face: Annotated[
+        bool, Query(description="Face step: restore the central face only.")
+    ] = False,
+    output_format: OutputFormat = "png",
+) -> Response:
+    options = tasks.PipelineOptions(
+        colorize=colorize,
+        restore=restore,
+        upscale=upscale,
+        face_restore=face_restore,
+        width=width,
+        height=height,
+        render_factor=render_factor,
+        restore_tile_size=restore_tile_size,
+        fidelity=fidelity,
+        upscale_tile_size=upscale_tile_size,
+        only_center_face=only_center_face,
+    )
+
+    async def work(rgb: np.ndarray) -> tasks.Result:
+        images.check_output_size(output_format, width, height)
+        return await tasks.pipeline(state.predictors, rgb, options)
+
+    return await _answer("pipeline", request, output_format, work)
+
+
+@router.get("/health", summary="Readiness of each model's predictor, with variant and device")
+async def health() -> JSONResponse:
+    models = await state.predictors.health(TASKS)
+    ready = sum(entry["ready"] for entry in models.values())
+    status = "ok" if ready == len(models) else ("degraded" if ready else "unavailable")
+    return JSONResponse({"status": status, "models": models})
+
+
+def _install() -> None:
+    app.title = "photo-enhance"
+    app.description = (
+        "Colorize, restore, face-restore and upscale photos. Upload the image as multipart "
+        "field `file` (or a raw image/* body); the answer is the encoded image."
+    )
+    app.include_router(router, tags=["photo-enhance"])
+    app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])
+    paths = {getattr(route, "path", None) for route in app.routes}
+    if "/docs" not in paths:  # KServe adds it only with --enable_docs_url
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API")
+
+    if "/redoc" not in paths:
+
+        @app.get("/redoc", include_in_schema=False)
+        async def redoc() -> HTMLResponse:
+            return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} API")
+
+
+_install()

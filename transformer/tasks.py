@@ -1,0 +1,130 @@
+"""What each route does to a decoded RGB array, predictors included; /pipeline chains them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from . import images
+from .predictors import Predictors
+
+FACE_SIZE = 512  # CodeFormer's face crop: the answer's side for an aligned input
+UPSCALE_MODEL_MAX = 4  # Real-ESRGAN's largest native scale: the pipeline never asks for more
+
+
+@dataclass
+class Result:
+    rgb: np.ndarray
+    predictor_seconds: float = 0.0
+    steps: list[str] = field(default_factory=list)
+    faces: int | None = None
+
+
+async def colorize(p: Predictors, rgb: np.ndarray, render_factor: int, out: Result) -> np.ndarray:
+    answer = await p.infer("colorize", rgb, {"render_factor": render_factor})
+    out.predictor_seconds += answer.seconds
+    out.steps.append("colorize")
+    return answer.image
+
+
+async def restore(p: Predictors, rgb: np.ndarray, tile_size: int, out: Result) -> np.ndarray:
+    answer = await p.infer("restore", rgb, {"tile_size": tile_size})
+    out.predictor_seconds += answer.seconds
+    out.steps.append("restore")
+    return answer.image
+
+
+async def face_restore(
+    p: Predictors,
+    rgb: np.ndarray,
+    out: Result,
+    *,
+    fidelity: float,
+    upscale: int,
+    only_center_face: bool = False,
+    has_aligned: bool = False,
+) -> np.ndarray:
+    answer = await p.infer(
+        "face-restore",
+        rgb,
+        {
+            "fidelity": float(fidelity),
+            "upscale": upscale,
+            "only_center_face": only_center_face,
+            "has_aligned": has_aligned,
+        },
+    )
+    out.predictor_seconds += answer.seconds
+    out.steps.append("face-restore")
+    faces = answer.parameters.get("faces")
+    if faces is not None:
+        out.faces = int(faces)
+    return answer.image
+
+
+def predictor_scale(height: int, width: int, scale: int, max_message: int) -> int:
+    """The scale to ask the predictor for so that its answer fits in one gRPC message."""
+    budget = max_message - 1024 * 1024  # room for the message's own fields
+    ask = scale
+    while ask > 1 and height * ask * width * ask * 3 > budget:
+        ask -= 1
+    return ask
+
+
+async def upscale(
+    p: Predictors, rgb: np.ndarray, scale: int, tile_size: int, out: Result
+) -> np.ndarray:
+    """Exactly `scale` x the input: the predictor's answer, resized here only when it was too
+    large for one gRPC message (a 2048 px image at x8) or the predictor answered another size."""
+    height, width = rgb.shape[:2]
+    ask = predictor_scale(height, width, scale, p.settings.grpc_max_message)
+    answer = await p.infer("upscale", rgb, {"scale": ask, "tile_size": tile_size})
+    out.predictor_seconds += answer.seconds
+    out.steps.append(f"upscale x{scale}")
+    result = answer.image
+    if result.shape[:2] != (height * scale, width * scale):
+        result = await run_in_threadpool(images.resize, result, width * scale, height * scale)
+    return result
+
+
+@dataclass
+class PipelineOptions:
+    colorize: bool
+    restore: bool
+    upscale: bool
+    face_restore: bool
+    width: int
+    height: int
+    render_factor: int
+    restore_tile_size: int
+    fidelity: float
+    upscale_tile_size: int
+    only_center_face: bool = False
+
+
+async def pipeline(p: Predictors, rgb: np.ndarray, o: PipelineOptions) -> Result:
+    """The original service's order: colorize, restore, upscale when the image is smaller than
+    the target box, resize into the box (aspect ratio kept), face-restore last."""
+    out = Result(rgb)
+    if o.colorize:
+        rgb = await colorize(p, rgb, o.render_factor, out)
+    if o.restore:
+        rgb = await restore(p, rgb, o.restore_tile_size, out)
+    height, width = rgb.shape[:2]
+    room = min(o.width / width, o.height / height)
+    if o.upscale and room > 1:
+        factor = min(UPSCALE_MODEL_MAX, math.ceil(room))
+        rgb = await upscale(p, rgb, factor, o.upscale_tile_size, out)
+    box = images.fit_into_box(rgb.shape[1], rgb.shape[0], o.width, o.height)
+    if box != (rgb.shape[1], rgb.shape[0]):
+        rgb = await run_in_threadpool(images.resize, rgb, *box)
+        out.steps.append(f"resize {box[0]}x{box[1]}")
+    if o.face_restore:
+        rgb = await face_restore(
+            p, rgb, out, fidelity=o.fidelity, upscale=1, only_center_face=o.only_center_face
+        )
+    out.rgb = rgb
+    return out
