@@ -113,6 +113,46 @@ def start_silent_peer() -> tuple[subprocess.Popen, str]:
     return process, f"127.0.0.1:{port}"
 
 
+WRONG_PREDICTOR = """
+import sys
+import numpy as np
+from kserve import Model, ModelServer
+from kserve.protocol.infer_type import InferOutput, InferResponse
+
+class Wrong(Model):
+    def __init__(self):
+        super().__init__(sys.argv[1])
+        self.ready = True
+
+    async def predict(self, payload, headers=None):
+        out = InferOutput("image", [1, 2], "FP32")
+        out.set_data_from_numpy(np.zeros((1, 2), np.float32), binary_data=True)
+        return InferResponse(payload.id, self.name, [out], use_binary_outputs=True)
+
+ModelServer(http_port=int(sys.argv[2]), grpc_port=int(sys.argv[3])).start([Wrong()])
+"""
+
+
+def start_wrong_predictor(task: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """A V2 server for `task` that answers every inference with a tensor of the wrong shape."""
+    http_port, grpc_port = free_port(), free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRONG_PREDICTOR, task, str(http_port), str(grpc_port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2).is_success:
+                return process, f"127.0.0.1:{grpc_port}"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(log_path.read_text())
+
+
 def encoded(array: np.ndarray, fmt: str = "PNG", **options) -> bytes:
     out = io.BytesIO()
     Image.fromarray(array).save(out, fmt, **options)

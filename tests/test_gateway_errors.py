@@ -13,7 +13,12 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.gateway_process import encoded, start_gateway, start_silent_peer
+from tests.gateway_process import (
+    encoded,
+    start_gateway,
+    start_silent_peer,
+    start_wrong_predictor,
+)
 from tests.servers import free_port
 
 TIMEOUT_S = 1.5
@@ -22,17 +27,20 @@ ROUTES = ("/colorize", "/restore", "/face-restore", "/upscale", "/pipeline")
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gateway-errors")
     peer, silent = start_silent_peer()
+    wrong, wrong_address = start_wrong_predictor("face-restore", tmp / "wrong.log")
     closed = f"127.0.0.1:{free_port()}"
     gw = start_gateway(
-        {"colorize": silent, "upscale": closed},
-        tmp_path_factory.mktemp("gateway-errors"),
+        {"colorize": silent, "upscale": closed, "face-restore": wrong_address},
+        tmp,
         env={"PREDICTOR_TIMEOUT_S": str(TIMEOUT_S)},
     )
     yield gw
     gw.stop()
-    peer.kill()
-    peer.wait()
+    for process in (peer, wrong):
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +193,8 @@ def test_unreachable_predictor_is_503_with_retry_after(client, photo_png):
 
 
 def test_unconfigured_predictor_is_503_naming_the_setting(client, photo_png):
-    reply = upload(client, "/face-restore", photo_png)
-    assert "PREDICTOR_FACE_RESTORE" in assert_detail(reply, 503)
+    reply = upload(client, "/restore", photo_png)
+    assert "PREDICTOR_RESTORE" in assert_detail(reply, 503)
     assert reply.headers["retry-after"]
     # The pipeline stops at its first step that cannot run.
     reply = upload(client, "/pipeline", photo_png, colorize=False)
@@ -201,15 +209,24 @@ def test_silent_predictor_is_504_after_the_timeout(client, photo_png):
     assert TIMEOUT_S * 0.9 < elapsed < TIMEOUT_S + 5
 
 
+def test_a_broken_predictor_answer_is_500_logged_not_leaked(client, gateway, photo_png):
+    reply = upload(client, "/face-restore", photo_png)
+    detail = assert_detail(reply, 500)
+    assert "FP32" not in detail and "Traceback" not in reply.text
+    log = gateway.log()
+    assert "face-restore failed" in log and "Traceback" in log and "FP32 [1, 2]" in log
+    assert_still_healthy(client, photo_png)
+
+
 def test_health_reports_each_model(client):
     reply = client.get("/health")
     assert reply.status_code == 200
     body = reply.json()
-    assert body["status"] == "unavailable"
     assert set(body["models"]) == {"colorize", "restore", "face-restore", "upscale"}
-    for entry in body["models"].values():
-        assert entry["ready"] is False
-        assert entry["variant"] and entry["device"] and entry["detail"]
+    assert body["status"] == "degraded"  # only the broken face-restore server says ready
+    for task, entry in body["models"].items():
+        assert entry["ready"] is (task == "face-restore")
+        assert entry["variant"] and entry["device"]
     assert body["models"]["upscale"]["variant"] == "x4plus"
     assert client.get("/v1/health").json()["models"].keys() == body["models"].keys()
 
@@ -239,7 +256,6 @@ def test_docs_openapi_and_metrics(client):
 def test_no_internal_details_leak(client, photo_png):
     """Every non-2xx answer so far was a JSON detail; none carried a traceback."""
     for route in ROUTES:
-        reply = upload(client, route, photo_png)
-        assert reply.status_code in (503, 504)
+        reply = upload(client, route, photo_png, colorize=False)
+        assert reply.status_code in (500, 503, 504)
         assert "Traceback" not in reply.text and "grpc" not in reply.text.lower()
-

@@ -222,4 +222,3 @@ def encode(
     out = io.BytesIO()
     im.save(out, format=container, **options)
     return out.getvalue(), media_type
-

@@ -91,8 +91,7 @@ class Predictors:
         if not address:
             raise self._unavailable(
                 task,
-                f"no predictor address configured (set {ADDRESS_ENV[task]} or "
-                f"--{flag_name(task)})",
+                f"no predictor address configured (set {ADDRESS_ENV[task]} or --{flag_name(task)})",
             )
         client = self._clients.get(task)
         if client is None:
