@@ -1,0 +1,128 @@
+"""`make run` (hack/run-local): offline with missing weights, and a full start, serve and stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.gateway_process import decoded, encoded
+from tests.servers import ROOT, free_port
+
+RUN_LOCAL = ROOT / "hack" / "run-local"
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREDICTOR_", "MODEL_", "MAX_", "WEIGHTS_"))
+    }
+    env.update(FORCE_CPU="true", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def is_listening(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def test_missing_weights_offline_name_the_files_and_exit_1(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}"  # a mirror nobody answers on: offline
+    result = subprocess.run(
+        [sys.executable, str(RUN_LOCAL)],
+        cwd=ROOT,
+        env=environment(WEIGHTS_DIR=str(tmp_path), WEIGHTS_MIRROR=closed, PORT=str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    for task, name in [
+        ("upscale/x4plus", "RealESRGAN_x4plus.pth"),
+        ("face-restore/v0.1", "detection_Resnet50_Final.pth"),
+        ("colorize/modelscope", "ddcolor_modelscope.pth"),
+        ("restore/denoise", "NAFNet-SIDD-width64.pth"),
+    ]:
+        assert f"put it at {tmp_path / task / name}" in output
+    assert "WEIGHTS_DIR" in output
+    assert "Started server process" not in output  # nothing was started
+
+
+class Running:
+    """hack/run-local in the background, its output collected line by line."""
+
+    def __init__(self, env: dict[str, str]):
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, str(RUN_LOCAL)], cwd=ROOT, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.5)
+        pytest.fail(f"run-local never said {text!r}:\n{self.output()[-4000:]}")
+
+
+def test_make_run_serves_all_routes_and_stops_cleanly_on_ctrl_c(weights, astronaut):
+    port = free_port()
+    env = environment(
+        WEIGHTS_DIR=str(weights.all_weights()),
+        MODEL_COLORIZE="paper_tiny",
+        ALLOW_UNVERIFIED_WEIGHTS="true",
+        PORT=str(port),
+    )
+    run = Running(env)
+    try:
+        run.wait_for("all four models are ready", timeout=400)
+        url = f"http://127.0.0.1:{port}"
+        assert f"curl -s {url}/health" in run.output()
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        assert health["status"] == "ok"
+        assert health["models"]["colorize"]["variant"] == "paper_tiny"
+        addresses = [entry["predictor"] for entry in health["models"].values()]
+        assert all(a.startswith("127.0.0.1:") for a in addresses)
+        reply = httpx.post(
+            f"{url}/upscale", params={"scale": 2, "tile_size": 0},
+            files={"file": ("a.png", encoded(astronaut[::16, ::16]))}, timeout=300,
+        )  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        assert decoded(reply.content).size == (64, 64)
+
+        run.process.send_signal(signal.SIGINT)  # what Ctrl-C delivers
+        assert run.process.wait(60) == 0, run.output()[-3000:]
+        assert "all stopped" in run.output()
+        for address in [*addresses, f"127.0.0.1:{port}"]:
+            assert not is_listening(address), f"{address} still served after Ctrl-C"
+    finally:
+        if run.process.poll() is None:  # a failure above: let run-local stop its children
+            run.process.terminate()
+            try:
+                run.process.wait(40)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
