@@ -233,3 +233,20 @@ def test_predictor_scale_keeps_the_answer_within_one_grpc_message():
     assert predictor_scale(512, 512, 8, limit) == 8
     assert predictor_scale(2048, 2048, 4, limit) == 4  # ~201 MB
     assert predictor_scale(2048, 2048, 8, limit) == 4  # 805 MB would not fit: resized after
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF"])
+def test_corrupted_uploads_never_escape_as_unexpected_errors(astronaut, fmt):
+    """Random byte flips and cuts: each upload decodes or is refused with a client status."""
+    rng = np.random.default_rng(7)
+    base = encode(astronaut[:48, :64], fmt)
+    for i in range(120):
+        data = bytearray(base)
+        for _ in range(rng.integers(1, 8)):
+            data[rng.integers(0, min(len(data), 200 if i % 2 else len(data)))] = rng.integers(256)
+        if i % 5 == 0:
+            data = data[: rng.integers(8, len(data))]
+        try:
+            images.decode(bytes(data), LIMIT, 2048)
+        except GatewayError as exc:
+            assert exc.status in (400, 413, 415)
