@@ -8,6 +8,7 @@ import os
 import threading
 
 from kserve import ModelServer, model_server
+from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.protocol.dataplane import DataPlane
 
 import archs
@@ -17,18 +18,28 @@ from .colorize import ColorizeModel
 from .face_restore import FaceRestoreModel
 from .restore import RestoreModel
 from .upscale import UpscaleModel
+from .v2codec import request_from_binary_rest
 
 MODELS: dict[str, type[EnhanceModel]] = {
     m.task: m for m in (ColorizeModel, RestoreModel, FaceRestoreModel, UpscaleModel)
 }
 
 
-class LoadAwareDataPlane(DataPlane):
-    """KServe reports a predictor server ready at once; ours is ready when its model is loaded."""
+class PredictorDataPlane(DataPlane):
+    """KServe's data plane with two changes: the server is ready only when its model is loaded
+    (KServe says ready at once), and REST tensors sent as bytes stay bytes (KServe makes lists)."""
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()
         return bool(models) and all([await m.healthy() for m in models])
+
+    def decode_inference_request(self, body, headers, model_name):
+        if isinstance(body, bytes):
+            # Without the length header the body is all JSON (Triton's client sends it so,
+            # without a Content-Type, and KServe would refuse it).
+            json_length = int(headers.get(INFERENCE_CONTENT_LENGTH_HEADER) or len(body))
+            return request_from_binary_rest(body, json_length, model_name)
+        return super().decode_inference_request(body, headers, model_name)
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,7 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model_dir", required=True, help="folder with the official files")
     parser.add_argument("--variant", help="default: $MODEL_<TASK> or the task's default")
     parser.add_argument(
-        "--allow_unverified_weights", action="store_true",
+        "--allow_unverified_weights",
+        action="store_true",
         help="serve files whose size/sha256 differ from the official release",
     )
     parser.add_argument("--force_cpu", action="store_true")
@@ -56,7 +68,7 @@ def main() -> None:
         device=choose_device(args.force_cpu),
     )
     server = ModelServer()
-    server.dataplane = LoadAwareDataPlane(server.registered_models)
+    server.dataplane = PredictorDataPlane(server.registered_models)
     server.register_model(model)
     # Serve liveness at once; readiness follows the load (large checkpoints take a while).
     threading.Thread(target=model.load, name="load", daemon=True).start()

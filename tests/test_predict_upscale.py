@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import tritonclient.http as triton_http
 import tritonclient.utils
 from spandrel import ModelLoader
 
@@ -106,3 +107,12 @@ def test_x2plus_takes_odd_sides(weights, tmp_path, photo):
         assert out.shape == (141, 189, 3)
     finally:
         server.stop()
+
+
+def test_rest_json_tensor_is_still_accepted(x4plus):
+    client = triton_http.InferenceServerClient(x4plus.http)
+    image = np.arange(6 * 5 * 3, dtype=np.uint8).reshape(1, 6, 5, 3)
+    tensor = triton_http.InferInput("image", list(image.shape), "UINT8")
+    tensor.set_data_from_numpy(image, binary_data=False)
+    result = client.infer("upscale", [tensor], parameters={"scale": 2})
+    assert result.as_numpy("image").shape == (1, 12, 10, 3)
