@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +62,7 @@ class Predictor:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.task} exited:\n{self.log()[-3000:]}")
-            if (self.is_ready() if ready else self.is_live()):
+            if self.is_ready() if ready else self.is_live():
                 return
             time.sleep(0.3)
         raise TimeoutError(f"{self.task} not {'ready' if ready else 'live'}:\n{self.log()[-3000:]}")
@@ -86,10 +88,20 @@ def start_predictor(
     """`python -m predictors TASK ...` on free ports; returns at once (call `.wait()`)."""
     http_port, grpc_port = free_port(), free_port()
     cmd = [
-        sys.executable, "-m", "predictors", task, "--model_dir", str(model_dir),
-        "--http_port", str(http_port), "--grpc_port", str(grpc_port),
-        "--grpc_max_send_message_length", GRPC_MAX,
-        "--grpc_max_receive_message_length", GRPC_MAX,
+        sys.executable,
+        "-m",
+        "predictors",
+        task,
+        "--model_dir",
+        str(model_dir),
+        "--http_port",
+        str(http_port),
+        "--grpc_port",
+        str(grpc_port),
+        "--grpc_max_send_message_length",
+        GRPC_MAX,
+        "--grpc_max_receive_message_length",
+        GRPC_MAX,
     ]
     if variant:
         cmd += ["--variant", variant]
@@ -101,3 +113,14 @@ def start_predictor(
             cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     return Predictor(task, http_port, grpc_port, process, log_path, env)
+
+
+@contextmanager
+def running_predictor(*args, **kwargs) -> Iterator[Predictor]:
+    """`start_predictor`, ready on entry and stopped on exit."""
+    server = start_predictor(*args, **kwargs)
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()

@@ -7,17 +7,19 @@ import numpy as np
 import pytest
 import tritonclient.utils
 
-from tests.servers import start_predictor
+from tests.servers import running_predictor
 from tests.v2clients import infer_grpc, infer_rest
 
 
 @pytest.fixture(scope="module")
 def colorize(weights, tmp_path_factory):
-    server = start_predictor("colorize", weights.model_dir("colorize", "paper_tiny"),
-                             tmp_path_factory.mktemp("colorize"), variant="paper_tiny")
-    server.wait()
-    yield server
-    server.stop()
+    with running_predictor(
+        "colorize",
+        weights.model_dir("colorize", "paper_tiny"),
+        tmp_path_factory.mktemp("colorize"),
+        variant="paper_tiny",
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,16 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as triton_aio
 
-from tests.servers import start_predictor
+from tests.servers import running_predictor
 from tests.v2clients import MAX_MESSAGE, infer_grpc, infer_rest
 
 
 @pytest.fixture(scope="module")
 def face(weights, tmp_path_factory):
-    server = start_predictor(
+    with running_predictor(
         "face-restore", weights.model_dir("face-restore", "v0.1"), tmp_path_factory.mktemp("face")
-    )
-    server.wait()
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

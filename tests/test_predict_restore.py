@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from spandrel import ModelLoader
 
-from archs.nafnet_tlc import apply_tlc
-from tests.servers import start_predictor
+from tests.reference import spandrel_reference
+from tests.servers import running_predictor
 from tests.v2clients import infer_grpc, infer_rest
 
 
@@ -17,23 +15,12 @@ def noisy(photo: np.ndarray, sigma: float = 20, seed: int = 0) -> np.ndarray:
     return np.clip(photo + noise, 0, 255).astype(np.uint8)
 
 
-def reference(path, image: np.ndarray, tlc: bool = False) -> np.ndarray:
-    model = ModelLoader().load_from_file(path).eval()
-    if tlc:
-        apply_tlc(model.model)
-    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    with torch.inference_mode():
-        out = model(tensor)
-    return out[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-
-
 @pytest.fixture(scope="module")
 def denoise(weights, tmp_path_factory):
-    server = start_predictor("restore", weights.model_dir("restore", "denoise"),
-                             tmp_path_factory.mktemp("restore"))
-    server.wait()
-    yield server
-    server.stop()
+    with running_predictor(
+        "restore", weights.model_dir("restore", "denoise"), tmp_path_factory.mktemp("restore")
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +30,9 @@ def photo(astronaut):
 
 def test_answer_equals_spandrel_in_process(denoise, weights, photo):
     out, _ = infer_grpc(denoise.grpc, "restore", photo)
-    expected = reference(weights.model_dir("restore", "denoise") / "NAFNet-SIDD-width64.pth", photo)
+    expected = spandrel_reference(
+        weights.model_dir("restore", "denoise") / "NAFNet-SIDD-width64.pth", photo
+    )
     assert out.shape == photo.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 2
 
@@ -66,15 +55,11 @@ def test_grayscale_photo_as_rgb(denoise, camera):
 
 
 def test_deblur_uses_the_authors_local_pooling(weights, tmp_path, astronaut):
-    server = start_predictor("restore", weights.model_dir("restore", "deblur"), tmp_path,
-                             variant="deblur")
-    try:
-        server.wait()
+    deblur = weights.model_dir("restore", "deblur")
+    with running_predictor("restore", deblur, tmp_path, variant="deblur") as server:
         big = astronaut[:416, :448].copy()  # larger than the 384 px TLC window
         out, _ = infer_grpc(server.grpc, "restore", big)
         path = weights.model_dir("restore", "deblur") / "NAFNet-GoPro-width64.pth"
-        with_tlc, plain = reference(path, big, tlc=True), reference(path, big)
+        with_tlc, plain = spandrel_reference(path, big, tlc=True), spandrel_reference(path, big)
         assert np.abs(out.astype(int) - with_tlc.astype(int)).max() <= 2
         assert np.abs(with_tlc.astype(int) - plain.astype(int)).max() > 0
-    finally:
-        server.stop()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 import tritonclient.http as triton_http
 import tritonclient.utils
-from spandrel import ModelLoader
 
-from tests.servers import start_predictor
+from tests.reference import spandrel_reference
+from tests.servers import running_predictor
 from tests.v2clients import infer_grpc, infer_rest
 
 
@@ -21,21 +20,12 @@ def degraded(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
 
 
-def spandrel_reference(path, image: np.ndarray) -> np.ndarray:
-    model = ModelLoader().load_from_file(path).eval()
-    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    with torch.inference_mode():
-        out = model(tensor)
-    return out[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-
-
 @pytest.fixture(scope="module")
 def x4plus(weights, tmp_path_factory):
-    server = start_predictor("upscale", weights.model_dir("upscale", "x4plus"),
-                             tmp_path_factory.mktemp("upscale"))
-    server.wait()
-    yield server
-    server.stop()
+    with running_predictor(
+        "upscale", weights.model_dir("upscale", "x4plus"), tmp_path_factory.mktemp("upscale")
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +69,11 @@ def test_a_batch_of_two_images(x4plus, photo):
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"scale": 9}, "'scale' must be in 1..8"), ({"tile_size": -1}, "'tile_size' must be in"),
-     ({"scale": "big"}, "'scale' must be int")],
+    [
+        ({"scale": 9}, "'scale' must be in 1..8"),
+        ({"tile_size": -1}, "'tile_size' must be in"),
+        ({"scale": "big"}, "'scale' must be int"),
+    ],
 )
 def test_bad_parameters_are_refused_and_the_server_keeps_serving(x4plus, photo, params, message):
     with pytest.raises(tritonclient.utils.InferenceServerException, match=message):
@@ -96,17 +89,13 @@ def test_wrong_tensor_shape_is_refused(x4plus):
 
 
 def test_x2plus_takes_odd_sides(weights, tmp_path, photo):
-    server = start_predictor("upscale", weights.model_dir("upscale", "x2plus"), tmp_path,
-                             variant="x2plus")
-    try:
-        server.wait()
+    x2plus = weights.model_dir("upscale", "x2plus")
+    with running_predictor("upscale", x2plus, tmp_path, variant="x2plus") as server:
         odd = photo[:47, :63].copy()
         out, _ = infer_grpc(server.grpc, "upscale", odd, scale=2, tile_size=0)
         assert out.shape == (94, 126, 3)
         out, _ = infer_grpc(server.grpc, "upscale", odd, scale=3, tile_size=16)
         assert out.shape == (141, 189, 3)
-    finally:
-        server.stop()
 
 
 def test_rest_json_tensor_is_still_accepted(x4plus):
