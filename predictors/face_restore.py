@@ -34,9 +34,14 @@ class FaceRestoreModel(EnhanceModel):
     def prepare(self) -> None:
         # model_rootpath points facexlib at our folder: it loads the files there, never downloads.
         self._helper = FaceRestoreHelper(
-            upscale_factor=1, face_size=FACE_SIZE, crop_ratio=(1, 1),
-            det_model="retinaface_resnet50", save_ext="png", use_parse=True,
-            device=self.device, model_rootpath=str(self.model_dir),
+            upscale_factor=1,
+            face_size=FACE_SIZE,
+            crop_ratio=(1, 1),
+            det_model="retinaface_resnet50",
+            save_ext="png",
+            use_parse=True,
+            device=self.device,
+            model_rootpath=str(self.model_dir),
         )
 
     def _request_helper(self, upscale: int) -> FaceRestoreHelper:
@@ -67,7 +72,8 @@ class FaceRestoreModel(EnhanceModel):
         helper = self._request_helper(upscale)
         helper.read_image(bgr)
         helper.get_face_landmarks_5(
-            only_center_face=params["only_center_face"], resize=DETECT_SHORT_SIDE,
+            only_center_face=params["only_center_face"],
+            resize=DETECT_SHORT_SIDE,
             eye_dist_threshold=EYE_DISTANCE_MIN,
         )
         helper.align_warp_face()

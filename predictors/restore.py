@@ -17,7 +17,12 @@ class RestoreModel(EnhanceModel):
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         out = run_tiles_retrying(
-            self.loaded.descriptor, self.to_tensor(rgb), scale=1, tile=params["tile_size"],
-            overlap=TILE_OVERLAP, device=self.device, dtype=self.dtype,
+            self.loaded.descriptor,
+            self.to_tensor(rgb),
+            scale=1,
+            tile=params["tile_size"],
+            overlap=TILE_OVERLAP,
+            device=self.device,
+            dtype=self.dtype,
         )
         return self.to_image(out), {}

@@ -29,8 +29,14 @@ class UpscaleModel(EnhanceModel):
         if pad_h or pad_w:
             image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
         out = run_tiles_retrying(
-            self.loaded.descriptor, image, scale=native, tile=params["tile_size"],
-            overlap=TILE_OVERLAP, device=self.device, dtype=self.dtype, align=align,
+            self.loaded.descriptor,
+            image,
+            scale=native,
+            tile=params["tile_size"],
+            overlap=TILE_OVERLAP,
+            device=self.device,
+            dtype=self.dtype,
+            align=align,
         )
         result = self.to_image(out[:, :, : height * native, : width * native])
         scale = params["scale"]

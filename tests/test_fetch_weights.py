@@ -75,7 +75,10 @@ def fetch(tmp_path: Path, base: str, *args: str, mirror: bool = False):
         env["WEIGHTS_MIRROR"] = f"{base}/mirror"
     return subprocess.run(
         [sys.executable, str(FETCH), *args, "--weights-dir", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -41,9 +41,11 @@ def test_realesrgan_tiled_differs_from_untiled_by_little(weights, photo):
             for t in (0, 96)
         )
     diff = np.abs(whole.astype(int) - tiled.astype(int))
-    print(f"Real-ESRGAN (generated x4plus), tile 96 / overlap 32 vs whole image: "
-          f"max {diff.max()} grey levels, mean {diff.mean():.4f}, "
-          f"{(diff > 1).mean() * 100:.3f}% of values differ by more than 1")
+    print(
+        f"Real-ESRGAN (generated x4plus), tile 96 / overlap 32 vs whole image: "
+        f"max {diff.max()} grey levels, mean {diff.mean():.4f}, "
+        f"{(diff > 1).mean() * 100:.3f}% of values differ by more than 1"
+    )
     assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 8
 
 

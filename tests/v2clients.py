@@ -36,7 +36,9 @@ def infer_rest(address: str, task: str, image: np.ndarray, **params):
     tensor = triton_http.InferInput("image", list(batch.shape), "UINT8")
     tensor.set_data_from_numpy(batch, binary_data=True)
     result = client.infer(
-        task, [tensor], parameters=params or None,
+        task,
+        [tensor],
+        parameters=params or None,
         outputs=[triton_http.InferRequestedOutput("image", binary_data=True)],
     )
     out = result.as_numpy("image")

@@ -62,7 +62,10 @@ def codeformer_state(seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     net = CodeFormer(
-        dim_embd=512, n_head=8, n_layers=9, codebook_size=1024,
+        dim_embd=512,
+        n_head=8,
+        n_layers=9,
+        codebook_size=1024,
         connect_list=["32", "64", "128", "256"],
     )
     return {"params_ema": net.state_dict()}
@@ -73,8 +76,14 @@ def ddcolor_tiny_state(seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     net = DDColor(
-        encoder_name="convnext-t", decoder_name="MultiScaleColorDecoder", input_size=(256, 256),
-        nf=512, num_output_channels=2, last_norm="Spectral", num_queries=100, num_scales=3,
+        encoder_name="convnext-t",
+        decoder_name="MultiScaleColorDecoder",
+        input_size=(256, 256),
+        nf=512,
+        num_output_channels=2,
+        last_norm="Spectral",
+        num_queries=100,
+        num_scales=3,
         dec_layers=9,
     )
     return {"params": net.state_dict()}
