@@ -88,6 +88,12 @@ class EnhanceModel(Model):
         log.info("%s/%s ready on %s (%s)", self.task, self.variant, self.device, self.dtype)
         return True
 
+    def get_input_types(self) -> list[dict]:
+        return [{"name": v2codec.IMAGE, "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
+
+    def get_output_types(self) -> list[dict]:
+        return self.get_input_types()
+
     def prepare(self) -> None:
         """Model-specific setup after the network is loaded (helper networks, input size)."""
 
@@ -131,4 +137,6 @@ class EnhanceModel(Model):
         outputs, extra = await loop.run_in_executor(
             self._executor, self._enhance_batch, images, params
         )
+        # variant and device let the gateway's /health say what serves each task
+        extra.update(variant=self.variant, device=self.device.type)
         return v2codec.encode_images(payload, self.name, outputs, extra)

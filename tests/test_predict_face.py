@@ -1,7 +1,7 @@
 """The face-restore predictor (CodeFormer + facexlib) as a real KServe process.
 
-The generated RetinaFace finds a face at every coarse anchor (see weights_factory), so the
-detection, alignment and ParseNet paste-back path really runs; `only_center_face` keeps it to one.
+The generated RetinaFace finds exactly one face in any photo (see weights_factory), so the
+detection, alignment and ParseNet paste-back path really runs.
 """
 
 from __future__ import annotations
@@ -31,18 +31,19 @@ def portraits(astronaut):
     return [cv2.resize(blurred, (96, 96)), cv2.resize(blurred[:400, 100:500], (120, 120))]
 
 
-# (portrait index, upscale): the same requests are made one by one and then concurrently.
-REQUESTS = [(0, 1), (1, 2)]
+# (portrait index, upscale, only_center_face): made one by one, then concurrently.
+REQUESTS = [(0, 1, True), (1, 2, False)]
 
 
-def _params(upscale: int) -> dict:
-    return {"upscale": upscale, "only_center_face": True, "fidelity": "0.5"}
+def _params(upscale: int, only_center_face: bool) -> dict:
+    return {"upscale": upscale, "only_center_face": only_center_face, "fidelity": "0.5"}
 
 
 @pytest.fixture(scope="module")
 def sequential(face, portraits):
     return [
-        infer_grpc(face.grpc, "face-restore", portraits[i], **_params(up)) for i, up in REQUESTS
+        infer_grpc(face.grpc, "face-restore", portraits[i], **_params(up, center))
+        for i, up, center in REQUESTS
     ]
 
 
@@ -80,22 +81,22 @@ def test_fidelity_out_of_range_is_refused(face, portraits):
     assert face.is_ready()
 
 
-async def _concurrent(address: str, requests: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+async def _concurrent(address: str, requests: list[tuple]) -> list[np.ndarray]:
     options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
     async with triton_aio.InferenceServerClient(address, channel_args=options) as client:
 
-        async def one(image, upscale):
+        async def one(image, params):
             tensor = triton_aio.InferInput("image", [1, *image.shape], "UINT8")
             tensor.set_data_from_numpy(image[None])
-            result = await client.infer("face-restore", [tensor], parameters=_params(upscale))
+            result = await client.infer("face-restore", [tensor], parameters=params)
             return result.as_numpy("image")[0]
 
-        return await asyncio.gather(*(one(image, up) for image, up in requests))
+        return await asyncio.gather(*(one(image, params) for image, params in requests))
 
 
 def test_concurrent_requests_never_share_an_images_state(face, portraits, sequential):
     order = [0, 1, 0, 1]
-    requests = [(portraits[REQUESTS[k][0]], REQUESTS[k][1]) for k in order]
+    requests = [(portraits[REQUESTS[k][0]], _params(*REQUESTS[k][1:])) for k in order]
     concurrent = asyncio.run(_concurrent(face.grpc, requests))
     for k, got in zip(order, concurrent, strict=True):
         assert np.array_equal(got, sequential[k][0])

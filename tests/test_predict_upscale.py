@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
@@ -43,9 +44,17 @@ def test_grpc_answer_equals_spandrel_in_process(x4plus, weights, photo):
 
 
 def test_rest_binary_gives_the_grpc_pixels(x4plus, photo):
-    by_grpc, _ = infer_grpc(x4plus.grpc, "upscale", photo, scale=4, tile_size=0)
-    by_rest, _ = infer_rest(x4plus.http, "upscale", photo, scale=4, tile_size=0)
+    by_grpc, grpc_params = infer_grpc(x4plus.grpc, "upscale", photo, scale=4, tile_size=0)
+    by_rest, rest_params = infer_rest(x4plus.http, "upscale", photo, scale=4, tile_size=0)
     assert np.array_equal(by_grpc, by_rest)
+    assert grpc_params == rest_params == {"variant": "x4plus", "device": "cpu"}
+
+
+def test_metadata_describes_the_image_tensors(x4plus):
+    meta = httpx.get(f"http://{x4plus.http}/v2/models/upscale").json()
+    assert meta["inputs"] == meta["outputs"] == [
+        {"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}
+    ]
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3, 8])

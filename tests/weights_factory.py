@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-CACHE_VERSION = "v4"
+CACHE_VERSION = "v5"
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("TEST_WEIGHTS_DIR", ROOT / ".cache" / "test-weights")) / CACHE_VERSION
 
@@ -90,26 +90,28 @@ def ddcolor_tiny_state(seed: int = 0) -> dict:
 
 
 def retinaface_state(seed: int = 0) -> dict:
-    """facexlib's RetinaFace (resnet50) with heads set so that every stride-32 anchor is a face.
+    """facexlib's RetinaFace (resnet50) with its heads set so that it finds exactly one face.
 
-    Random weights would find faces at random; this makes detection deterministic and gives each
-    face a plausible 5-point layout so alignment and paste-back really run.
+    Random weights would find faces at random (often dozens: slow, and untestable). Here only the
+    512 px anchors of the coarsest level score as faces, their boxes are stretched far past the
+    image so non-maximum suppression keeps one, and the landmarks form a plausible 5-point face
+    around the anchor centre, so detection, alignment and paste-back really run.
     """
     from facexlib.detection.retinaface import RetinaFace
 
     torch.manual_seed(seed)
     net = RetinaFace(network_name="resnet50", half=False, device="cpu")
+    # Each location has two anchors (256 and 512 px at stride 32); outputs are per anchor.
+    landmarks = [-1.2, -0.3, 1.2, -0.3, 0.0, 1.1, -1.0, 2.2, 1.0, 2.2]  # x 0.1 anchor size
     with torch.no_grad():
-        for level, head in enumerate(net.ClassHead):
-            head.conv1x1.weight.zero_()
-            face = 10.0 if level == 2 else -10.0
-            head.conv1x1.bias.copy_(torch.tensor([-face, face]).repeat(2))
-        for head in (*net.BboxHead, *net.LandmarkHead):
+        for head in (*net.ClassHead, *net.BboxHead, *net.LandmarkHead):
             head.conv1x1.weight.zero_()
             head.conv1x1.bias.zero_()
-        # landmarks: offsets from the anchor centre in units of 0.1 x anchor size
-        points = [-1.2, -0.3, 1.2, -0.3, 0.0, 1.1, -1.0, 2.2, 1.0, 2.2]
-        net.LandmarkHead[2].conv1x1.bias.copy_(torch.tensor(points).repeat(2))
+        for level, head in enumerate(net.ClassHead):
+            face = [-10.0, 10.0] if level == 2 else [10.0, -10.0]
+            head.conv1x1.bias.copy_(torch.tensor([10.0, -10.0, *face]))
+        net.BboxHead[2].conv1x1.bias.copy_(torch.tensor([0, 0, 0, 0, 0, 0, 10.0, 10.0]))
+        net.LandmarkHead[2].conv1x1.bias.copy_(torch.tensor([0.0] * 10 + landmarks))
     return {f"module.{k}": v for k, v in net.state_dict().items()}
 
 
