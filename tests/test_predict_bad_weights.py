@@ -8,10 +8,9 @@ import time
 import httpx
 import numpy as np
 import pytest
-import tritonclient.utils
 
 from tests.servers import start_predictor
-from tests.v2clients import infer_grpc
+from tests.v2clients import V2Error, infer_grpc
 
 
 def _wrong_family(weights, folder):
@@ -49,7 +48,7 @@ def test_bad_file_keeps_the_server_up_and_not_ready(weights, tmp_path, make):
         reply = httpx.get(f"http://{server.http}/v2/models/upscale/ready")
         assert reply.status_code == 503
         unavailable = r"UNAVAILABLE.*not ready"
-        with pytest.raises(tritonclient.utils.InferenceServerException, match=unavailable):
+        with pytest.raises(V2Error, match=unavailable):
             infer_grpc(server.grpc, "upscale", np.zeros((8, 8, 3), np.uint8))
     finally:
         server.stop()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import tritonclient.utils
 
 from tests.servers import running_predictor
-from tests.v2clients import infer_grpc, infer_rest
+from tests.v2clients import V2Error, infer_grpc, infer_rest
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +50,6 @@ def test_rest_binary_and_grpc_agree(colorize, grey):
 
 @pytest.mark.parametrize("render_factor", [0, 101])
 def test_render_factor_out_of_range_is_refused(colorize, grey, render_factor):
-    with pytest.raises(tritonclient.utils.InferenceServerException, match="render_factor"):
+    with pytest.raises(V2Error, match="render_factor"):
         infer_grpc(colorize.grpc, "colorize", grey, render_factor=render_factor)
     assert colorize.is_ready()

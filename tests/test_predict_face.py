@@ -7,14 +7,15 @@ detection, alignment and ParseNet paste-back path really runs.
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import cv2
 import numpy as np
 import pytest
-import tritonclient.grpc.aio as triton_aio
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
 
 from tests.servers import running_predictor
-from tests.v2clients import MAX_MESSAGE, infer_grpc, infer_rest
+from tests.v2clients import V2Error, infer_grpc, infer_grpc_async, infer_rest
 
 
 @pytest.fixture(scope="module")
@@ -70,33 +71,28 @@ def test_aligned_input_skips_detection(face, portraits):
     assert not np.array_equal(out, other)  # fidelity reaches the network
 
 
+# What Triton's gRPC client puts on the wire for fidelity=0.3: its double_param (field 4),
+# a field OIP v2's InferParameter does not have.
+TRITON_DOUBLE = InferParameter.FromString(b"\x21" + struct.pack("<d", 0.3))
+
+
 def test_a_double_parameter_over_grpc_is_refused_clearly(face, portraits):
-    with pytest.raises(Exception, match="send fractional numbers as strings"):
-        infer_grpc(face.grpc, "face-restore", portraits[0], has_aligned=True, fidelity=0.3)
+    with pytest.raises(V2Error, match="send fractional numbers as strings"):
+        infer_grpc(
+            face.grpc, "face-restore", portraits[0], has_aligned=True, fidelity=TRITON_DOUBLE
+        )
 
 
 def test_fidelity_out_of_range_is_refused(face, portraits):
-    with pytest.raises(Exception, match="fidelity"):
+    with pytest.raises(V2Error, match="fidelity"):
         infer_grpc(face.grpc, "face-restore", portraits[0], fidelity="1.5")
     assert face.is_ready()
-
-
-async def _concurrent(address: str, requests: list[tuple]) -> list[np.ndarray]:
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
-    async with triton_aio.InferenceServerClient(address, channel_args=options) as client:
-
-        async def one(image, params):
-            tensor = triton_aio.InferInput("image", [1, *image.shape], "UINT8")
-            tensor.set_data_from_numpy(image[None])
-            result = await client.infer("face-restore", [tensor], parameters=params)
-            return result.as_numpy("image")[0]
-
-        return await asyncio.gather(*(one(image, params) for image, params in requests))
 
 
 def test_concurrent_requests_never_share_an_images_state(face, portraits, sequential):
     order = [0, 1, 0, 1]
     requests = [(portraits[REQUESTS[k][0]], _params(*REQUESTS[k][1:])) for k in order]
-    concurrent = asyncio.run(_concurrent(face.grpc, requests))
+    images, params = zip(*requests, strict=True)
+    concurrent = asyncio.run(infer_grpc_async(face.grpc, "face-restore", images, params))
     for k, got in zip(order, concurrent, strict=True):
         assert np.array_equal(got, sequential[k][0])
