@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, ServerProcess, free_port
 
 TASK_FLAGS = {
     "colorize": "--predictor_colorize",
@@ -24,40 +23,14 @@ TASK_FLAGS = {
 }
 
 
-@dataclass
-class Gateway:
-    port: int
-    process: subprocess.Popen
-    log_path: Path
+class Gateway(ServerProcess):
+    @property
+    def port(self) -> int:
+        return self.http_port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"gateway not ready:\n{self.log()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        return f"http://{self.http}"
 
 
 def start_gateway(addresses: dict[str, str], tmp_dir: Path, env: dict | None = None) -> Gateway:
@@ -79,9 +52,9 @@ def start_gateway(addresses: dict[str, str], tmp_dir: Path, env: dict | None = N
             cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    gateway = Gateway(port, process, log_path)
+    gateway = Gateway("gateway", port, process, log_path)
     try:
-        gateway.wait()
+        gateway.wait(timeout=60)
     except Exception:
         gateway.stop()
         raise

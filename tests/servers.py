@@ -25,47 +25,43 @@ def free_port() -> int:
 
 
 @dataclass
-class Predictor:
-    task: str
+class ServerProcess:
+    """A KServe model server run as a process: health over its HTTP port, its log, stopping."""
+
+    name: str
     http_port: int
-    grpc_port: int
     process: subprocess.Popen
     log_path: Path
-    env: dict = field(default_factory=dict)
 
     @property
     def http(self) -> str:
         return f"127.0.0.1:{self.http_port}"
 
-    @property
-    def grpc(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def is_ready(self) -> bool:
+    def _answers(self, path: str) -> bool:
         try:
-            return httpx.get(f"http://{self.http}/v2/health/ready", timeout=2).status_code == 200
+            return httpx.get(f"http://{self.http}{path}", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
+    def is_ready(self) -> bool:
+        return self._answers("/v2/health/ready")
+
     def is_live(self) -> bool:
-        try:
-            return httpx.get(f"http://{self.http}/v2/health/live", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self._answers("/v2/health/live")
 
     def wait(self, ready: bool = True, timeout: float = 180) -> None:
         """Until ready (or, with ready=False, until live); fails with the server's log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.task} exited:\n{self.log()[-3000:]}")
+                raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
             if self.is_ready() if ready else self.is_live():
                 return
             time.sleep(0.3)
-        raise TimeoutError(f"{self.task} not {'ready' if ready else 'live'}:\n{self.log()[-3000:]}")
+        raise TimeoutError(f"{self.name} not {'ready' if ready else 'live'}:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -75,6 +71,20 @@ class Predictor:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@dataclass
+class Predictor(ServerProcess):
+    grpc_port: int = 0
+    env: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.name
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
 
 def start_predictor(
@@ -112,7 +122,7 @@ def start_predictor(
         process = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    return Predictor(task, http_port, grpc_port, process, log_path, env)
+    return Predictor(task, http_port, process, log_path, grpc_port=grpc_port, env=env)
 
 
 @contextmanager
