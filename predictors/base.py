@@ -84,6 +84,10 @@ class EnhanceModel(Model):
             self.load_error = str(exc)
             log.error("%s is not ready: %s", self.task, exc)
             return False
+        except Exception as exc:  # e.g. facexlib failing on a helper network's file
+            self.load_error = f"loading failed: {exc}"
+            log.exception("%s is not ready: loading failed", self.task)
+            return False
         self.ready = True
         log.info("%s/%s ready on %s (%s)", self.task, self.variant, self.device, self.dtype)
         return True

@@ -52,3 +52,25 @@ def test_bad_file_keeps_the_server_up_and_not_ready(weights, tmp_path, make):
             infer_grpc(server.grpc, "upscale", np.zeros((8, 8, 3), np.uint8))
     finally:
         server.stop()
+
+
+def test_a_broken_helper_network_keeps_face_restore_not_ready(weights, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    source = weights.model_dir("face-restore", "v0.1")
+    for name in ("codeformer.pth", "parsing_parsenet.pth"):
+        (folder / name).symlink_to(source / name)
+    data = (source / "detection_Resnet50_Final.pth").read_bytes()
+    (folder / "detection_Resnet50_Final.pth").write_bytes(data[: len(data) // 4])
+    server = start_predictor("face-restore", folder, tmp_path)
+    try:
+        server.wait(ready=False)
+        deadline = time.monotonic() + 120
+        while "is not ready" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "face-restore is not ready: loading failed" in server.log()
+        assert server.process.poll() is None and server.is_live() and not server.is_ready()
+        with pytest.raises(V2Error, match=r"UNAVAILABLE.*loading failed"):
+            infer_grpc(server.grpc, "face-restore", np.zeros((8, 8, 3), np.uint8))
+    finally:
+        server.stop()
