@@ -250,6 +250,7 @@ def test_official_weights_match_the_catalogue():
     """files/official-weights.yaml and archs.catalogue (the code's source of truth) agree:
     the same variants, and each KServe-fetchable URL is the catalogue's URL."""
     from archs.catalogue import CATALOGUE as catalogue
+
     official = yaml.safe_load((CHART / "files" / "official-weights.yaml").read_text())
     chart_pairs = {(t, v) for t, variants in official.items() for v in variants}
     assert chart_pairs == set(catalogue)
