@@ -131,3 +131,12 @@ def test_local_mean_pool_is_the_mean_of_the_window():
     # an interior pixel whose window is complete: window rows 3..6, cols 4..7 (centred)
     assert torch.allclose(out[0, :, 4, 5], x[0, :, 3:7, 4:8].mean(dim=(-1, -2)), atol=1e-6)
     assert torch.allclose(LocalMeanPool(16)(x), x.mean(dim=(-1, -2), keepdim=True))
+
+
+def test_the_gateway_names_tasks_and_variant_variables_as_the_catalogue_does():
+    # The transformer image ships without archs/ (no torch), so it keeps its own copy.
+    from transformer import config
+
+    assert config.TASKS == archs.TASKS
+    assert config.VARIANT_ENV == archs.VARIANT_ENV
+    assert config.DEFAULT_VARIANT == archs.DEFAULT_VARIANT
