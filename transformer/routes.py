@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from kserve.model_server import app
 from starlette.concurrency import run_in_threadpool
 
-from . import images, metrics, tasks
+from . import images, metrics, page, tasks
 from .config import TASKS, Settings
 from .errors import GatewayError
 from .predictors import Predictors
@@ -276,6 +276,7 @@ def _install() -> None:
     )
     app.include_router(router, tags=["photo-enhance"])
     app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])
+    page.install(app)
     paths = {getattr(route, "path", None) for route in app.routes}
     if "/docs" not in paths:  # KServe adds it only with --enable_docs_url
 
