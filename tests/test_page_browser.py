@@ -116,12 +116,12 @@ def run_task(page: Page, task: str) -> None:
 
 def test_restore_result_slider_and_download_equal_to_the_rest_answer(page, gateway, photo):
     page.set_input_files("#file", str(photo))
-    expect(page.locator("#preview-info")).to_contain_text("128×96")
+    expect(page.locator("#preview-info")).to_contain_text("128\u00d796")
     run_task(page, "restore")
     expect(page.locator("#result")).to_be_visible(timeout=60_000)
     expect(page.locator("[data-fact=Steps]")).to_have_text("restore")
     expect(page.locator("[data-fact='Server timing']")).to_contain_text("predictor")
-    expect(page.locator("[data-fact=Size]")).to_contain_text("128×96 px")
+    expect(page.locator("[data-fact=Size]")).to_contain_text("128\u00d796 px")
     assert page.eval_on_selector("#after", "img => img.naturalWidth") == 128
 
     # The slider moves the split between before and after, with the keyboard too.
