@@ -25,7 +25,7 @@ from tests.gateway_process import encoded
 from tests.restore_gateway import restore_gateway
 from tests.servers import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # make browser installs it
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
