@@ -220,6 +220,11 @@ def run_task(task: str, args: argparse.Namespace) -> int:
         try:
             for future in as_completed(futures):
                 outcome = future.result()
+                if outcome.refused:
+                    for pending in futures:
+                        pending.cancel()
+                    bar.close()
+                    raise UsageError(f"the gateway refused the options: {outcome.message}")
                 outcomes.append(outcome)
                 if outcome.status == "done":
                     bar.write(

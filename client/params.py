@@ -34,9 +34,12 @@ def _tile(name: str, default: int) -> Param:
 OUTPUT_FORMAT = Param(
     "output_format", str, "png", "encoding of the results (png keeps alpha)", choices=FORMATS
 )
+# Its maximum is a deployment setting of the gateway (MAX_RENDER_FACTOR): the gateway checks it.
 RENDER_FACTOR = Param(
-    "render_factor", int, 32, "colorize model input side = 16 x render_factor px", 1, 100
+    "render_factor", int, 32, "colorize model input side = 16 x render_factor px", 1, None
 )
+# Bounds left to the gateway, as (parameter, "minimum" | "maximum").
+GATEWAY_BOUNDS = {("render_factor", "maximum")}
 
 TASK_PARAMS: dict[str, tuple[Param, ...]] = {
     "colorize": (RENDER_FACTOR, OUTPUT_FORMAT),

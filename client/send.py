@@ -2,7 +2,8 @@
 
 503 and 429 (model not ready, queue full) wait for the answer's Retry-After; 504 and connection
 failures wait with exponential backoff. Both are bounded by the number of retries. Anything else
-(400, 413, 415, 422, 500) fails at once with the gateway's `detail`.
+(400, 413, 415, 422, 500) fails at once with the gateway's `detail`; a 422 (options out of the
+gateway's range) stops the whole run as a usage error.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Outcome:
     status: str  # "done", "skipped" or "failed"
     message: str = ""
     seconds: float = 0.0
+    refused: bool = False  # 422: the gateway refused the options, so every file would fail
 
 
 def detail_of(reply: httpx.Response) -> str:
@@ -101,7 +103,7 @@ def process(
     attempt = 0
     while True:
         attempt += 1
-        wait = None
+        wait = reply = None
         try:
             reply = client.post(
                 route, params=params, files={"file": (job.source.name, data, media)}
@@ -124,7 +126,8 @@ def process(
             elif reply.status_code in BACKOFF_STATUSES:
                 wait = backoff(attempt)
         if wait is None:
-            return Outcome(job, "failed", problem, time.monotonic() - start)
+            refused = reply is not None and reply.status_code == 422
+            return Outcome(job, "failed", problem, time.monotonic() - start, refused)
         if attempt > policy.retries:
             tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
             return Outcome(
