@@ -224,3 +224,47 @@ def test_cancel_aborts_a_running_request(page, photo):
     expect(page.locator("#message")).to_contain_text("Cancelled")
     expect(page.locator("#run")).to_be_enabled()
     expect(page.locator("#progress-box")).to_be_hidden()
+
+
+def test_drop_and_paste_a_photo(page, photo):
+    send = """([bytes, name, event]) => {
+        const file = new File([new Uint8Array(bytes)], name, {type: "image/jpeg"});
+        const data = new DataTransfer();
+        data.items.add(file);
+        const init = {bubbles: true, cancelable: true};
+        if (event === "drop") {
+            document.getElementById("drop").dispatchEvent(
+                new DragEvent("drop", {...init, dataTransfer: data}));
+        } else {
+            document.body.dispatchEvent(
+                new ClipboardEvent("paste", {...init, clipboardData: data}));
+        }
+    }"""
+    content = list(photo.read_bytes())
+    page.evaluate(send, [content, "dropped.jpg", "drop"])
+    expect(page.locator("#preview-info")).to_contain_text("dropped.jpg \u00b7 128\u00d796 px")
+    page.evaluate(send, [content, "pasted.jpg", "paste"])
+    expect(page.locator("#preview-info")).to_contain_text("pasted.jpg \u00b7 128\u00d796 px")
+
+
+def test_every_control_is_labelled_and_keyboard_focus_is_visible(page):
+    page.select_option("#task", "pipeline")
+    unlabelled = page.evaluate(
+        """[...document.querySelectorAll("input, select, button")]
+            .filter((el) => !el.hidden && !(el.labels && el.labels.length)
+                    && !el.getAttribute("aria-label") && !el.textContent.trim())
+            .map((el) => el.id)"""
+    )
+    assert unlabelled == []
+    page.locator("body").focus()
+    seen = []
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        seen.append(
+            page.evaluate(
+                """(() => { const el = document.activeElement, style = getComputedStyle(el);
+                    return [el.id || el.tagName, style.outlineStyle, style.outlineWidth]; })()"""
+            )
+        )
+    assert [s[0] for s in seen][:3] == ["A", "file", "task"]
+    assert all(style != "none" and width == "3px" for _, style, width in seen), seen
