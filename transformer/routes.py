@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from kserve.model_server import app
 from starlette.concurrency import run_in_threadpool
 
-from . import images, metrics, page, tasks
+from . import images, metrics, tasks
 from .config import TASKS, Settings
 from .errors import GatewayError
 from .predictors import Predictors
@@ -276,7 +276,6 @@ def _install() -> None:
     )
     app.include_router(router, tags=["photo-enhance"])
     app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])
-    page.install(app)
     paths = {getattr(route, "path", None) for route in app.routes}
     if "/docs" not in paths:  # KServe adds it only with --enable_docs_url
 
@@ -289,6 +288,10 @@ def _install() -> None:
         @app.get("/redoc", include_in_schema=False)
         async def redoc() -> HTMLResponse:
             return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} API")
+
+    from . import page  # the web page at / (its own module; imported here, where it is hooked up)
+
+    page.install(app)
 
 
 _install()
