@@ -22,13 +22,13 @@ def restore_gateway(weights, tmp: Path, hanging_upscale: bool = False) -> Iterat
         addresses = {"restore": restore.grpc, "face-restore": stopped}
         if hanging_upscale:
             peer, addresses["upscale"] = start_silent_peer()
+        gateway = None
         try:
             gateway = start_gateway(addresses, tmp, env={"PREDICTOR_TIMEOUT_S": "60"})
-            try:
-                yield gateway
-            finally:
-                gateway.stop()
+            yield gateway
         finally:
-            if peer is not None:
+            if peer is not None:  # first, so that a request still hanging there ends now
                 peer.kill()
                 peer.wait()
+            if gateway is not None:
+                gateway.stop()

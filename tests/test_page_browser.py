@@ -213,6 +213,8 @@ def test_not_ready_model_is_marked_and_503_counts_down(page, photo):
     expect(message).to_contain_text(re.compile(r"Try again in \d+ s"))
     first = int(re.search(r"in (\d+) s", message.inner_text()).group(1))
     expect(message).to_contain_text(f"Try again in {first - 1} s", timeout=3_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / "page-not-ready.png", full_page=True)
 
 
 def test_cancel_aborts_a_running_request(page, photo):
