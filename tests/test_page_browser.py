@@ -151,6 +151,7 @@ def test_restore_result_slider_and_download_equal_to_the_rest_answer(page, gatew
     assert rest.status_code == 200
     assert Path(download.path()).read_bytes() == rest.content
 
+    expect(page.locator("#health li[data-model]")).to_have_count(4)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / "page-desktop.png", full_page=True)
     page.set_viewport_size(PHONE)

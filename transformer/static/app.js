@@ -121,6 +121,13 @@ function wireInput() {
 
 // ---- settings from /openapi.json ------------------------------------------------------------
 
+// "face-restore (not ready): Restore faces (CodeFormer ...)": the state first, so a narrow
+// select still shows it.
+function taskLabel(task, notReady) {
+  const summary = operation(task)?.summary;
+  return `${task}${notReady ? " (not ready)" : ""}${summary ? `: ${summary}` : ""}`;
+}
+
 function operation(task) {
   return state.api?.paths?.[`/${task}`]?.post;
 }
@@ -223,7 +230,7 @@ async function loadApi() {
   const select = $("task");
   for (const task of TASK_ORDER) {
     const op = operation(task);
-    if (op) select.append(el("option", { value: task }, op.summary || task));
+    if (op) select.append(el("option", { value: task }, taskLabel(task, false)));
   }
   select.addEventListener("change", () => {
     buildParams();
@@ -265,8 +272,7 @@ function renderHealth() {
   }
   for (const option of $("task").options) {
     const missing = notReady(option.value);
-    const summary = operation(option.value)?.summary || option.value;
-    option.textContent = missing.length ? `${summary} (not ready)` : summary;
+    option.textContent = taskLabel(option.value, missing.length > 0);
     option.classList.toggle("not-ready", missing.length > 0);
   }
   renderTaskNote();
