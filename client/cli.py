@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
             "-o",
             "--output",
             metavar="OUT",
-            help=f"a file for one input, else a folder (default ./{DEFAULT_OUT}/)",
+            help="a file (.png, .jpg, .webp) for one input, else a folder "
+            f"(default ./{DEFAULT_OUT}/)",
         )
         _server_option(cmd)
         cmd.add_argument(
@@ -163,12 +164,15 @@ def _result_naming(task: str, args: argparse.Namespace) -> tuple[str, str]:
     return tag, "jpg" if ext == "jpeg" else ext
 
 
-def _format_from_output(task: str, args: argparse.Namespace) -> None:
+def _format_from_output(args: argparse.Namespace) -> None:
     """`-o result.jpg` for one input picks the format when --output-format is not given."""
-    if args.output_format is None and args.output:
-        suffix = os.path.splitext(args.output)[1].lower().lstrip(".")
-        if suffix in ("png", "jpg", "jpeg", "webp"):
-            args.output_format = suffix
+    suffix = os.path.splitext(args.output or "")[1].lower().lstrip(".")
+    if suffix not in ("png", "jpg", "jpeg", "webp"):
+        return
+    if args.output_format is None:
+        args.output_format = suffix
+    elif {args.output_format, suffix} - {"jpg", "jpeg"} and args.output_format != suffix:
+        raise UsageError(f"-o {args.output} does not match --output-format {args.output_format}")
 
 
 def run_task(task: str, args: argparse.Namespace) -> int:
@@ -177,7 +181,7 @@ def run_task(task: str, args: argparse.Namespace) -> int:
         raise UsageError("-j must be 1 or more and --retries 0 or more")
     jobs = find_inputs(args.inputs)
     if len(jobs) == 1:
-        _format_from_output(task, args)
+        _format_from_output(args)
     tag, ext = _result_naming(task, args)
     jobs = plan(jobs, args.output, tag, ext)
     params = {

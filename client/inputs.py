@@ -1,7 +1,8 @@
 """Which files to send and where each result goes.
 
 INPUT is files, folders (searched recursively for images) or globs (expanded here too, so a quoted
-pattern works). OUT is a file for one input, else a folder; in a folder the result keeps the
+pattern works). OUT is a file for one input when it has an image extension (.png, .jpg, .jpeg,
+.webp), else a folder; in a folder the result keeps the
 input's place below the folder it was found in and is named `<stem>_<task>[_x<scale>].<ext>`.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 DEFAULT_OUT = Path("enhanced")
+RESULT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
 class UsageError(Exception):
@@ -72,13 +74,13 @@ def plan(jobs: list[Job], out: str | None, tag: str, ext: str) -> list[Job]:
     single_file = (
         len(jobs) == 1
         and out is not None
+        and out_path.suffix.lower() in RESULT_SUFFIXES
         and not out_path.is_dir()
-        and not out.endswith(("/", "\\"))
     )
     if single_file:
         return [Job(jobs[0].source, jobs[0].relative, out_path)]
-    if out_path.exists() and not out_path.is_dir():
-        raise UsageError(f"-o {out}: is a file, but {len(jobs)} inputs need a folder")
+    if out_path.is_file() or (out_path.suffix.lower() in RESULT_SUFFIXES and not out_path.is_dir()):
+        raise UsageError(f"-o {out}: a file name, but {len(jobs)} inputs need a folder")
     planned = [
         Job(j.source, j.relative, out_path / result_name(j.relative, tag, ext)) for j in jobs
     ]

@@ -13,7 +13,9 @@ from tests.gateway_process import Gateway, start_gateway, start_silent_peer
 
 
 @contextmanager
-def restore_gateway(weights, tmp: Path, hanging_upscale: bool = False) -> Iterator[Gateway]:
+def restore_gateway(
+    weights, tmp: Path, hanging_upscale: bool = False, env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
     stopped = f"127.0.0.1:{servers.free_port()}"  # nothing listens there: a stopped predictor
     peer = None
     with servers.running_predictor(
@@ -24,7 +26,9 @@ def restore_gateway(weights, tmp: Path, hanging_upscale: bool = False) -> Iterat
             peer, addresses["upscale"] = start_silent_peer()
         gateway = None
         try:
-            gateway = start_gateway(addresses, tmp, env={"PREDICTOR_TIMEOUT_S": "60"})
+            gateway = start_gateway(
+                addresses, tmp, env={"PREDICTOR_TIMEOUT_S": "60", **(env or {})}
+            )
             yield gateway
         finally:
             if peer is not None:  # first, so that a request still hanging there ends now

@@ -37,12 +37,17 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
+UPLOAD_MB = "0.015625"
 SHOTS = Path(os.environ.get("PAGE_SCREENSHOTS", ROOT / "bench" / "results" / "page"))
 
 
 @pytest.fixture(scope="module")
 def gateway(weights, tmp_path_factory):
-    with restore_gateway(weights, tmp_path_factory.mktemp("page"), hanging_upscale=True) as gw:
+    tmp = tmp_path_factory.mktemp("page")
+    # Uploads up to 16 KB: the test photo fits, a noisy 96 px PNG does not.
+    with restore_gateway(
+        weights, tmp, hanging_upscale=True, env={"MAX_UPLOAD_MB": UPLOAD_MB}
+    ) as gw:
         yield gw
 
 
@@ -171,6 +176,20 @@ def test_unsupported_file_shows_what_to_do(page):
     expect(message).to_contain_text("This file is not accepted")
     expect(message).to_contain_text("Choose a JPEG, PNG, WebP, BMP or TIFF photo")
     expect(page.locator("#result")).to_be_hidden()
+
+
+def test_too_large_file_says_what_to_do(page, tmp_path):
+    page.console.expect_status(413)
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    big = tmp_path / "noise.png"
+    big.write_bytes(encoded(noise))
+    assert big.stat().st_size > float(UPLOAD_MB) * 1024 * 1024
+    page.set_input_files("#file", str(big))
+    run_task(page, "restore")
+    message = page.locator("#message")
+    expect(message).to_contain_text("The photo is too large for this server")
+    expect(message).to_contain_text("MAX_UPLOAD_MB")
+    expect(message).to_contain_text("Make it smaller")
 
 
 def test_out_of_range_parameter_is_shown_at_its_field(page, photo):
