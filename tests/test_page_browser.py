@@ -223,8 +223,14 @@ def test_not_ready_model_is_marked_and_503_counts_down(page, photo):
     expect(face).to_contain_text("not ready: predictor at 127.0.0.1:")
     expect(page.locator("#health li[data-model=restore]")).to_have_class("ready")
     expect(page.locator("#task option[value='face-restore']")).to_contain_text("(not ready)")
+    page.select_option("#task", "pipeline")  # needs the models of the steps switched on
+    note = page.locator("#task-note")
+    expect(note).to_contain_text("face-restore (predictor at")
+    for step in ("colorize", "upscale", "face_restore"):
+        page.uncheck(f"#p-{step}")
+    expect(note).to_have_text("")
     page.select_option("#task", "face-restore")
-    expect(page.locator("#task-note")).to_contain_text("Not ready: face-restore")
+    expect(note).to_contain_text("Not ready: face-restore")
 
     page.set_input_files("#file", str(photo))
     page.click("#run")

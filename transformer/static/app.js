@@ -1,5 +1,6 @@
 // photo-enhance page: plain JavaScript, no build step. The task list and each task's
 // parameters (ranges, defaults, descriptions) come from the gateway's own /openapi.json.
+// URLs are relative, so the page also works behind a path prefix (its URL ending in "/").
 "use strict";
 
 const TASK_ORDER = ["restore", "colorize", "face-restore", "upscale", "pipeline"];
@@ -200,6 +201,7 @@ function buildParams() {
   const own = params.filter((p) => p.name !== FORMAT);
   if (!own.length) box.append(el("p", { class: "hint" }, "This task has no parameters."));
   for (const param of own) box.append(control(param));
+  box.onchange = renderTaskNote; // the pipeline's steps decide which models it needs
   const format = params.find((p) => p.name === FORMAT);
   const formatBox = $("format-box");
   formatBox.replaceChildren();
@@ -221,7 +223,7 @@ function query() {
 
 async function loadApi() {
   try {
-    const res = await fetch("/openapi.json");
+    const res = await fetch("openapi.json");
     state.api = await res.json();
   } catch (err) {
     showMessage("error", `Could not read /openapi.json (${err.message}). Reload the page.`);
@@ -244,7 +246,7 @@ async function loadApi() {
 
 async function refreshHealth() {
   try {
-    const res = await fetch("/health");
+    const res = await fetch("health");
     state.health = (await res.json()).models || {};
   } catch (err) {
     state.health = {};
@@ -278,8 +280,22 @@ function renderHealth() {
   renderTaskNote();
 }
 
+// The pipeline needs only the models of the steps switched on in the form.
+const PIPELINE_STEPS = {
+  colorize: "colorize",
+  restore: "restore",
+  upscale: "upscale",
+  face_restore: "face-restore",
+};
+
 function notReady(task) {
-  return (TASK_MODELS[task] || []).filter((m) => state.health[m] && !state.health[m].ready);
+  let models = TASK_MODELS[task] || [];
+  if (task === "pipeline" && task === $("task").value) {
+    models = Object.entries(PIPELINE_STEPS)
+      .filter(([param]) => $(`p-${param}`)?.checked !== false)
+      .map(([, model]) => model);
+  }
+  return models.filter((m) => state.health[m] && !state.health[m].ready);
 }
 
 function renderTaskNote() {
@@ -326,7 +342,7 @@ async function run(event) {
   busy(true);
   $("cancel").focus();
   try {
-    const res = await fetch(`/${task}?${search}`, {
+    const res = await fetch(`${task}?${search}`, {
       method: "POST",
       body,
       signal: state.controller.signal,
