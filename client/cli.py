@@ -175,6 +175,15 @@ def _format_from_output(args: argparse.Namespace) -> None:
         raise UsageError(f"-o {args.output} does not match --output-format {args.output_format}")
 
 
+def _query(task: str, args: argparse.Namespace) -> dict[str, str]:
+    """The options given on the command line, as the gateway's query parameters."""
+    return {
+        p.name: (str(v).lower() if p.kind is bool else str(v))
+        for p in TASK_PARAMS[task]
+        if (v := getattr(args, p.name)) is not None
+    }
+
+
 def run_task(task: str, args: argparse.Namespace) -> int:
     server = _check_server(args.server)
     if args.jobs < 1 or args.retries < 0:
@@ -182,71 +191,59 @@ def run_task(task: str, args: argparse.Namespace) -> int:
     jobs = find_inputs(args.inputs)
     if len(jobs) == 1:
         _format_from_output(args)
-    tag, ext = _result_naming(task, args)
-    jobs = plan(jobs, args.output, tag, ext)
-    params = {
-        p.name: (str(v).lower() if p.kind is bool else str(v))
-        for p in TASK_PARAMS[task]
-        if (v := getattr(args, p.name)) is not None
-    }
-    policy = Policy(retries=args.retries, max_wait_s=args.max_wait)
-    outcomes: list[Outcome] = []
-    todo = []
-    for job in jobs:
-        if job.target.exists() and not args.overwrite:
-            outcomes.append(
-                Outcome(job, "skipped", f"{job.target} exists (--overwrite replaces it)")
-            )
-        else:
-            todo.append(job)
-
+    jobs = plan(jobs, args.output, *_result_naming(task, args))
+    todo = [job for job in jobs if args.overwrite or not job.target.exists()]
+    skipped = [
+        Outcome(job, "skipped", f"{job.target} exists (--overwrite replaces it)")
+        for job in jobs
+        if job not in todo
+    ]
     start = time.monotonic()
-    bar = tqdm(
-        total=len(jobs),
-        initial=len(jobs) - len(todo),
-        unit="photo",
-        file=sys.stderr,
-        disable=None,
-        dynamic_ncols=True,
-    )
+    bar = tqdm(total=len(jobs), initial=len(skipped), unit="photo", file=sys.stderr,
+               disable=None, dynamic_ncols=True)  # fmt: skip
+    for outcome in skipped:
+        bar.write(f"skip   {outcome.job.source}: {outcome.message}", file=sys.stderr)
+    try:
+        outcomes = _send_all(task, todo, args, server, bar)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    return _summary(skipped + outcomes, time.monotonic() - start)
+
+
+def _send_all(task: str, jobs: list, args: argparse.Namespace, server: str, bar) -> list[Outcome]:
+    """Every job through `send.process`, `-j` at a time, one line per outcome."""
+    params = _query(task, args)
+    policy = Policy(retries=args.retries, max_wait_s=args.max_wait)
     say = lambda line: bar.write(line, file=sys.stderr)  # noqa: E731
-    for outcome in outcomes:
-        say(f"skip   {outcome.job.source}: {outcome.message}")
+    outcomes = []
     timeout = httpx.Timeout(args.timeout, connect=10.0)
     limits = httpx.Limits(max_connections=args.jobs)
-    with (
-        httpx.Client(base_url=server, timeout=timeout, limits=limits) as client,
-        ThreadPoolExecutor(max_workers=args.jobs) as pool,
-    ):
-        futures = [
-            pool.submit(process, client, f"/{task}", params, job, policy, say) for job in todo
-        ]
+    with httpx.Client(base_url=server, timeout=timeout, limits=limits) as client:
+        pool = ThreadPoolExecutor(max_workers=args.jobs)
+        futures = [pool.submit(process, client, f"/{task}", params, job, policy, say)
+                   for job in jobs]  # fmt: skip
         try:
             for future in as_completed(futures):
                 outcome = future.result()
-                if outcome.refused:
-                    for pending in futures:
-                        pending.cancel()
-                    bar.close()
+                if outcome.refused:  # every other file would be refused the same way
                     raise UsageError(f"the gateway refused the options: {outcome.message}")
                 outcomes.append(outcome)
                 if outcome.status == "done":
-                    bar.write(
-                        f"done   {outcome.job.source} -> {outcome.message} "
-                        f"({outcome.seconds:.1f} s)",
-                        file=sys.stdout,
-                    )
+                    took = f"{outcome.seconds:.1f} s"
+                    line = f"done   {outcome.job.source} -> {outcome.message} ({took})"
                 else:
-                    bar.write(f"FAILED {outcome.job.source}: {outcome.message}", file=sys.stdout)
+                    line = f"FAILED {outcome.job.source}: {outcome.message}"
+                bar.write(line, file=sys.stdout)
                 bar.update(1)
-        except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()
-            bar.close()
-            print("interrupted", file=sys.stderr)
-            return 130
-    bar.close()
-    return _summary(outcomes, time.monotonic() - start)
+        finally:
+            # On an early exit (Ctrl-C, refused options) nothing more is sent: the queued work is
+            # dropped and closing the client ends the requests under way.
+            pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown(wait=True)
+    return outcomes
 
 
 def _summary(outcomes: list[Outcome], seconds: float) -> int:

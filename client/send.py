@@ -29,6 +29,7 @@ RETRIED_ERRORS = (
     httpx.ConnectTimeout,
     httpx.RemoteProtocolError,
     httpx.ReadError,
+    httpx.WriteError,
 )
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -113,6 +114,8 @@ def process(
             wait = backoff(attempt)
         except httpx.TimeoutException:
             return Outcome(job, "failed", "no answer within --timeout; try a larger --timeout")
+        except httpx.HTTPError as exc:  # e.g. the client was closed on Ctrl-C
+            return Outcome(job, "failed", f"{type(exc).__name__}: {exc}")
         else:
             if reply.status_code == 200:
                 try:

@@ -74,6 +74,12 @@ def test_folder_with_a_broken_photo_gives_two_results_one_error_and_exit_1(
     assert "0 done, 2 skipped, 1 failed" in again.stderr
     assert {name: (out / name).stat().st_mtime_ns for name in results} == before
 
+    # --overwrite replaces it; one input with an OUT that has no image extension: a folder.
+    replaced = photo_enhance("restore", str(scans / "a.jpg"), "-o", str(out), "--overwrite",
+                             server=gateway.url)  # fmt: skip
+    assert replaced.returncode == 0, replaced.stderr
+    assert (out / "a_restore.png").stat().st_mtime_ns != before["a_restore.png"]
+
 
 def test_one_input_to_a_named_file_takes_its_format(gateway, small, tmp_path):
     source = tmp_path / "photo.png"
