@@ -16,7 +16,7 @@ import httpx
 from tqdm import tqdm
 
 from .inputs import DEFAULT_OUT, UsageError, find_inputs, plan
-from .params import TASK_PARAMS, TASKS, Param
+from .params import TASK_HELP, TASK_PARAMS, TASKS, Param
 from .send import Outcome, Policy, detail_of, process
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -87,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="photo-enhance",
         description="Colorize, restore, face-restore or upscale photos on a photo-enhance gateway.",
-        epilog="Exit status: 0 all done, 1 some files failed, 2 usage error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  photo-enhance restore scans/ -o restored/\n"
+        "  photo-enhance upscale photo.jpg -o big.png --scale 4\n"
+        "  photo-enhance health\n"
+        "  photo-enhance <task> --help    (the task's options)\n\n"
+        "exit status: 0 all done, 1 some files failed, 2 usage error",
     )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="{health," + ",".join(TASKS) + "}"
@@ -97,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     for task, params in TASK_PARAMS.items():
         cmd = sub.add_parser(
             task,
-            help=f"{task} the photos",
+            help=TASK_HELP[task],
             description=f"Send each INPUT to the gateway's /{task} and write the results.",
         )
         cmd.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")

@@ -74,3 +74,10 @@ TASK_PARAMS: dict[str, tuple[Param, ...]] = {
     ),
 }
 TASKS = tuple(TASK_PARAMS)
+TASK_HELP = {
+    "colorize": "colour black-and-white photos (DDColor)",
+    "restore": "remove noise or blur (NAFNet)",
+    "face-restore": "restore faces (CodeFormer)",
+    "upscale": "enlarge 1..8x (Real-ESRGAN)",
+    "pipeline": "colorize, restore, upscale into a box, then faces",
+}
