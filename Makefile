@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint format run bench clean
+.PHONY: venv test lint format run bench clean browser
 
 venv: $(STAMP)
 
@@ -15,8 +15,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[predictor,dev]'
 	@touch $(STAMP)
 
-test: venv
+test: venv browser
 	$(PY) -m pytest
+
+# The web page's tests (tests/test_page_browser.py) drive Debian's chromium through Playwright.
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update && apt-get install -y chromium; \
+	  else \
+	    echo "make: $(CHROMIUM) is missing; the browser tests need it." >&2; \
+	    echo "  install it (Debian/Ubuntu: sudo apt-get install -y chromium)" >&2; \
+	    echo "  or point CHROMIUM=/path/to/chromium at one" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@test -x "$(CHROMIUM)" || { echo "make: $(CHROMIUM) still missing after apt-get" >&2; exit 1; }
 
 lint: venv
 	$(VENV)/bin/ruff check .

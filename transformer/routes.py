@@ -289,5 +289,9 @@ def _install() -> None:
         async def redoc() -> HTMLResponse:
             return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} API")
 
+    from . import page  # the web page at / (its own module; imported here, where it is hooked up)
+
+    page.install(app)
+
 
 _install()

@@ -1,0 +1,310 @@
+"""photo-enhance <task> INPUT... [-o OUT] [options]   |   photo-enhance health
+
+Sends photos to the photo-enhance gateway, -j at a time, with a progress bar (tqdm) and one line
+per file. Exit status: 0 all done (or skipped), 1 some failed (listed at the end), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import httpx
+from tqdm import tqdm
+
+from .inputs import DEFAULT_OUT, UsageError, find_inputs, plan
+from .params import TASK_HELP, TASK_PARAMS, TASKS, Param
+from .send import Outcome, Policy, detail_of, process
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _ranged(param: Param):
+    def convert(text: str):
+        try:
+            value = param.kind(text)
+        except ValueError:
+            kind = "an integer" if param.kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if param.minimum is not None and value < param.minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {param.minimum}")
+        if param.maximum is not None and value > param.maximum:
+            raise argparse.ArgumentTypeError(f"{value} is above the maximum {param.maximum}")
+        return value
+
+    return convert
+
+
+def _add_param(parser: argparse.ArgumentParser, param: Param) -> None:
+    flags = [param.flag]
+    default = f"(server default: {param.default})"
+    if param.kind is bool:
+        parser.add_argument(
+            *flags,
+            dest=param.name,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"{param.help} {default}",
+        )
+        return
+    if param.choices:
+        parser.add_argument(
+            *flags,
+            dest=param.name,
+            choices=param.choices,
+            default=None,
+            help=f"{param.help} {default}",
+        )
+        return
+    bounds = ", ".join(
+        f"{word} {value:g}"
+        for word, value in (("min", param.minimum), ("max", param.maximum))
+        if value is not None
+    )
+    parser.add_argument(
+        *flags,
+        dest=param.name,
+        type=_ranged(param),
+        default=None,
+        metavar=param.kind.__name__.upper(),
+        help=f"{param.help}{f' ({bounds})' if bounds else ''} {default}",
+    )
+
+
+def _server_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("PHOTO_ENHANCE_URL", DEFAULT_SERVER),
+        help=f"the gateway's URL (env PHOTO_ENHANCE_URL, default {DEFAULT_SERVER})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="photo-enhance",
+        description="Colorize, restore, face-restore or upscale photos on a photo-enhance gateway.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  photo-enhance restore scans/ -o restored/\n"
+        "  photo-enhance upscale photo.jpg -o big.png --scale 4\n"
+        "  photo-enhance health\n"
+        "  photo-enhance <task> --help    (the task's options)\n\n"
+        "exit status: 0 all done, 1 some files failed, 2 usage error",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{health," + ",".join(TASKS) + "}"
+    )
+    health = sub.add_parser("health", help="print each model's state")
+    _server_option(health)
+    for task, params in TASK_PARAMS.items():
+        cmd = sub.add_parser(
+            task,
+            help=TASK_HELP[task],
+            description=f"Send each INPUT to the gateway's /{task} and write the results.",
+        )
+        cmd.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
+        cmd.add_argument(
+            "-o",
+            "--output",
+            metavar="OUT",
+            help="a file (.png, .jpg, .webp) for one input, else a folder "
+            f"(default ./{DEFAULT_OUT}/)",
+        )
+        _server_option(cmd)
+        cmd.add_argument(
+            "-j",
+            "--jobs",
+            type=int,
+            default=2,
+            metavar="N",
+            help="requests in parallel (default 2)",
+        )
+        cmd.add_argument("--overwrite", action="store_true", help="replace existing results")
+        cmd.add_argument(
+            "--retries",
+            type=int,
+            default=3,
+            metavar="N",
+            help="retries on 503, 429, 504 and lost connections (default 3)",
+        )
+        cmd.add_argument(
+            "--max-wait",
+            type=float,
+            default=120.0,
+            metavar="S",
+            help="longest wait before one retry, in s (default 120)",
+        )
+        cmd.add_argument(
+            "--timeout",
+            type=float,
+            default=900.0,
+            metavar="S",
+            help="longest wait for one answer, in s (default 900)",
+        )
+        group = cmd.add_argument_group(f"{task} parameters (as the gateway's /{task})")
+        for param in params:
+            _add_param(group, param)
+    return parser
+
+
+def _check_server(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--server {url!r}: give a URL such as {DEFAULT_SERVER}")
+    return url.rstrip("/")
+
+
+def _effective(task: str, args: argparse.Namespace, name: str):
+    value = getattr(args, name, None)
+    if value is not None:
+        return value
+    return next(p.default for p in TASK_PARAMS[task] if p.name == name)
+
+
+def _result_naming(task: str, args: argparse.Namespace) -> tuple[str, str]:
+    tag = f"upscale_x{_effective(task, args, 'scale')}" if task == "upscale" else task
+    ext = _effective(task, args, "output_format")
+    return tag, "jpg" if ext == "jpeg" else ext
+
+
+def _format_from_output(args: argparse.Namespace) -> None:
+    """`-o result.jpg` for one input picks the format when --output-format is not given."""
+    suffix = os.path.splitext(args.output or "")[1].lower().lstrip(".")
+    if suffix not in ("png", "jpg", "jpeg", "webp"):
+        return
+    if args.output_format is None:
+        args.output_format = suffix
+    elif {args.output_format, suffix} - {"jpg", "jpeg"} and args.output_format != suffix:
+        raise UsageError(f"-o {args.output} does not match --output-format {args.output_format}")
+
+
+def _query(task: str, args: argparse.Namespace) -> dict[str, str]:
+    """The options given on the command line, as the gateway's query parameters."""
+    return {
+        p.name: (str(v).lower() if p.kind is bool else str(v))
+        for p in TASK_PARAMS[task]
+        if (v := getattr(args, p.name)) is not None
+    }
+
+
+def run_task(task: str, args: argparse.Namespace) -> int:
+    server = _check_server(args.server)
+    if args.jobs < 1 or args.retries < 0:
+        raise UsageError("-j must be 1 or more and --retries 0 or more")
+    jobs = find_inputs(args.inputs)
+    if len(jobs) == 1:
+        _format_from_output(args)
+    jobs = plan(jobs, args.output, *_result_naming(task, args))
+    todo = [job for job in jobs if args.overwrite or not job.target.exists()]
+    skipped = [
+        Outcome(job, "skipped", f"{job.target} exists (--overwrite replaces it)")
+        for job in jobs
+        if job not in todo
+    ]
+    start = time.monotonic()
+    bar = tqdm(total=len(jobs), initial=len(skipped), unit="photo", file=sys.stderr,
+               disable=None, dynamic_ncols=True)  # fmt: skip
+    for outcome in skipped:
+        bar.write(f"skip   {outcome.job.source}: {outcome.message}", file=sys.stderr)
+    try:
+        outcomes = _send_all(task, todo, args, server, bar)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    return _summary(skipped + outcomes, time.monotonic() - start)
+
+
+def _send_all(task: str, jobs: list, args: argparse.Namespace, server: str, bar) -> list[Outcome]:
+    """Every job through `send.process`, `-j` at a time, one line per outcome."""
+    params = _query(task, args)
+    policy = Policy(retries=args.retries, max_wait_s=args.max_wait)
+    say = lambda line: bar.write(line, file=sys.stderr)  # noqa: E731
+    outcomes = []
+    timeout = httpx.Timeout(args.timeout, connect=10.0)
+    limits = httpx.Limits(max_connections=args.jobs)
+    with httpx.Client(base_url=server, timeout=timeout, limits=limits) as client:
+        pool = ThreadPoolExecutor(max_workers=args.jobs)
+        futures = [pool.submit(process, client, f"/{task}", params, job, policy, say)
+                   for job in jobs]  # fmt: skip
+        try:
+            for future in as_completed(futures):
+                outcome = future.result()
+                if outcome.refused:  # every other file would be refused the same way
+                    raise UsageError(f"the gateway refused the options: {outcome.message}")
+                outcomes.append(outcome)
+                if outcome.status == "done":
+                    took = f"{outcome.seconds:.1f} s"
+                    line = f"done   {outcome.job.source} -> {outcome.message} ({took})"
+                else:
+                    line = f"FAILED {outcome.job.source}: {outcome.message}"
+                bar.write(line, file=sys.stdout)
+                bar.update(1)
+        finally:
+            # On an early exit (Ctrl-C, refused options) nothing more is sent: the queued work is
+            # dropped and closing the client ends the requests under way.
+            pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown(wait=True)
+    return outcomes
+
+
+def _summary(outcomes: list[Outcome], seconds: float) -> int:
+    count = {
+        status: sum(o.status == status for o in outcomes)
+        for status in ("done", "skipped", "failed")
+    }
+    print(
+        f"{count['done']} done, {count['skipped']} skipped, {count['failed']} failed "
+        f"in {seconds:.1f} s",
+        file=sys.stderr,
+    )
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print("failed:", file=sys.stderr)
+        for outcome in failed:
+            print(f"  {outcome.job.source}: {outcome.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def health(args: argparse.Namespace) -> int:
+    server = _check_server(args.server)
+    try:
+        reply = httpx.get(f"{server}/health", timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach the gateway at {server}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if reply.status_code != 200:
+        print(
+            f"{server}/health answered HTTP {reply.status_code}: {detail_of(reply)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    body = reply.json()
+    print(f"gateway {server}: {body.get('status')}")
+    for name, entry in body.get("models", {}).items():
+        facts = ", ".join(
+            v for v in (entry.get("variant"), entry.get("device")) if v and v != "unknown"
+        )
+        state = (
+            "ready"
+            if entry.get("ready")
+            else f"NOT READY: {entry.get('detail', 'no reason given')}"
+        )
+        print(f"  {name:<13} {state}" + (f" ({facts})" if facts else ""))
+    return EXIT_OK if body.get("status") == "ok" else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors exit 2 here
+    try:
+        if args.command == "health":
+            return health(args)
+        return run_task(args.command, args)
+    except UsageError as exc:
+        print(f"photo-enhance: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

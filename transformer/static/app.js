@@ -1,0 +1,521 @@
+// photo-enhance page: plain JavaScript, no build step. The task list and each task's
+// parameters (ranges, defaults, descriptions) come from the gateway's own /openapi.json.
+// URLs are relative, so the page also works behind a path prefix (its URL ending in "/").
+"use strict";
+
+const TASK_ORDER = ["restore", "colorize", "face-restore", "upscale", "pipeline"];
+// Models each task needs, to mark a task whose model /health reports as not ready.
+const TASK_MODELS = {
+  colorize: ["colorize"],
+  restore: ["restore"],
+  "face-restore": ["face-restore"],
+  upscale: ["upscale"],
+  pipeline: ["colorize", "restore", "upscale", "face-restore"],
+};
+const FORMAT = "output_format";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  api: null,
+  health: {},
+  file: null,
+  fileURL: null,
+  resultURL: null,
+  controller: null,
+  ticker: null,
+  countdown: null,
+};
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// ---- messages -------------------------------------------------------------------------------
+
+function showMessage(kind, text, items) {
+  const box = $("message");
+  stopCountdown();
+  box.replaceChildren();
+  box.className = `message ${kind}`;
+  box.append(el("p", {}, text));
+  if (items && items.length) {
+    const list = el("ul");
+    for (const item of items) list.append(el("li", {}, item));
+    box.append(list);
+  }
+  box.hidden = false;
+}
+
+function clearMessage() {
+  stopCountdown();
+  $("message").hidden = true;
+  for (const node of document.querySelectorAll(".field-error")) {
+    node.hidden = true;
+    node.textContent = "";
+  }
+  for (const node of document.querySelectorAll("[aria-invalid]")) {
+    node.removeAttribute("aria-invalid");
+  }
+}
+
+function stopCountdown() {
+  if (state.countdown) clearInterval(state.countdown);
+  state.countdown = null;
+}
+
+function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  if (detail === undefined || detail === null) return "";
+  return JSON.stringify(detail);
+}
+
+// ---- input ----------------------------------------------------------------------------------
+
+function setFile(file) {
+  if (!file) return;
+  state.file = file;
+  if (state.fileURL) URL.revokeObjectURL(state.fileURL);
+  state.fileURL = URL.createObjectURL(file);
+  const img = $("preview-img");
+  const info = $("preview-info");
+  info.textContent = `${file.name || "pasted image"} · ${formatBytes(file.size)}`;
+  img.onload = () => {
+    info.textContent = `${file.name || "pasted image"} · ${img.naturalWidth}×${img.naturalHeight} px · ${formatBytes(file.size)}`;
+  };
+  img.onerror = () => {
+    info.textContent = `${file.name || "file"} · ${formatBytes(file.size)} (no preview in this browser)`;
+  };
+  img.src = state.fileURL;
+  $("preview").hidden = false;
+  clearMessage();
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function wireInput() {
+  $("file").addEventListener("change", (event) => setFile(event.target.files[0]));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    setFile(event.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+    if (file) setFile(file);
+  });
+}
+
+// ---- settings from /openapi.json ------------------------------------------------------------
+
+// "face-restore (not ready): Restore faces (CodeFormer ...)": the state first, so a narrow
+// select still shows it.
+function taskLabel(task, notReady) {
+  const summary = operation(task)?.summary;
+  return `${task}${notReady ? " (not ready)" : ""}${summary ? `: ${summary}` : ""}`;
+}
+
+function operation(task) {
+  return state.api?.paths?.[`/${task}`]?.post;
+}
+
+function rangeText(schema) {
+  const parts = [];
+  if (schema.minimum !== undefined && schema.maximum !== undefined) {
+    parts.push(`${schema.minimum}–${schema.maximum}`);
+  } else if (schema.minimum !== undefined) {
+    parts.push(`≥ ${schema.minimum}`);
+  } else if (schema.maximum !== undefined) {
+    parts.push(`≤ ${schema.maximum}`);
+  }
+  if (schema.default !== undefined) parts.push(`default ${schema.default}`);
+  return parts.join(", ");
+}
+
+function control(param) {
+  const schema = param.schema || {};
+  const id = `p-${param.name}`;
+  const field = el("div", { class: "field" });
+  const help = [param.description || schema.description, rangeText(schema)]
+    .filter(Boolean)
+    .join(" ");
+  const helpId = `${id}-help`;
+  const errorId = `${id}-error`;
+  let input;
+  if (schema.type === "boolean") {
+    input = el("input", { type: "checkbox", id, name: param.name });
+    input.checked = Boolean(schema.default);
+    field.classList.add("check");
+  } else if (schema.enum) {
+    input = el("select", { id, name: param.name });
+    for (const value of schema.enum) input.append(el("option", { value }, value));
+    if (schema.default !== undefined) input.value = schema.default;
+  } else if (schema.type === "integer" || schema.type === "number") {
+    const small = schema.type === "number" && schema.maximum - schema.minimum <= 1;
+    input = el("input", {
+      type: "number",
+      id,
+      name: param.name,
+      min: schema.minimum,
+      max: schema.maximum,
+      step: schema.type === "integer" ? 1 : small ? 0.05 : "any",
+      inputmode: schema.type === "integer" ? "numeric" : "decimal",
+    });
+    if (schema.default !== undefined) input.value = schema.default;
+  } else {
+    input = el("input", { type: "text", id, name: param.name });
+    if (schema.default !== undefined) input.value = schema.default;
+  }
+  input.dataset.param = param.name;
+  input.setAttribute("aria-describedby", `${helpId} ${errorId}`);
+  const label = el("label", { for: id }, schema.title || param.name);
+  if (schema.type === "boolean") field.append(input, label);
+  else field.append(label, input);
+  field.append(el("small", { id: helpId, class: "hint" }, help));
+  const error = el("span", { id: errorId, class: "field-error" });
+  error.hidden = true;
+  field.append(error);
+  return field;
+}
+
+function buildParams() {
+  const task = $("task").value;
+  const params = (operation(task)?.parameters || []).filter((p) => p.in === "query");
+  const previousFormat = $(`p-${FORMAT}`)?.value;
+  const box = $("params");
+  box.replaceChildren(el("legend", {}, "Parameters"));
+  const own = params.filter((p) => p.name !== FORMAT);
+  if (!own.length) box.append(el("p", { class: "hint" }, "This task has no parameters."));
+  for (const param of own) box.append(control(param));
+  box.onchange = renderTaskNote; // the pipeline's steps decide which models it needs
+  const format = params.find((p) => p.name === FORMAT);
+  const formatBox = $("format-box");
+  formatBox.replaceChildren();
+  if (format) {
+    formatBox.append(control(format));
+    if (previousFormat) $(`p-${FORMAT}`).value = previousFormat;
+  }
+  renderTaskNote();
+}
+
+function query() {
+  const search = new URLSearchParams();
+  for (const input of document.querySelectorAll("[data-param]")) {
+    if (input.type === "checkbox") search.set(input.dataset.param, String(input.checked));
+    else if (input.value !== "") search.set(input.dataset.param, input.value);
+  }
+  return search;
+}
+
+async function loadApi() {
+  try {
+    const res = await fetch("openapi.json");
+    state.api = await res.json();
+  } catch (err) {
+    showMessage("error", `Could not read /openapi.json (${err.message}). Reload the page.`);
+    return;
+  }
+  const select = $("task");
+  for (const task of TASK_ORDER) {
+    const op = operation(task);
+    if (op) select.append(el("option", { value: task }, taskLabel(task, false)));
+  }
+  select.addEventListener("change", () => {
+    buildParams();
+    clearMessage();
+  });
+  buildParams();
+  renderHealth();
+}
+
+// ---- health ---------------------------------------------------------------------------------
+
+async function refreshHealth() {
+  try {
+    const res = await fetch("health");
+    state.health = (await res.json()).models || {};
+  } catch (err) {
+    state.health = {};
+    $("health").replaceChildren(el("li", { class: "not-ready" }, `Could not read /health: ${err.message}`));
+    return;
+  }
+  renderHealth();
+}
+
+function renderHealth() {
+  const list = $("health");
+  const models = Object.entries(state.health);
+  if (!models.length) return;
+  list.replaceChildren();
+  for (const [name, entry] of models) {
+    const item = el("li", { class: entry.ready ? "ready" : "not-ready", "data-model": name });
+    item.append(el("span", { class: "dot", "aria-hidden": "true" }));
+    item.append(el("strong", {}, name));
+    const facts = [entry.variant, entry.device].filter((v) => v && v !== "unknown").join(", ");
+    const text = entry.ready
+      ? ` ready${facts ? ` (${facts})` : ""}`
+      : ` not ready: ${entry.detail || "no reason given"}`;
+    item.append(document.createTextNode(text));
+    list.append(item);
+  }
+  for (const option of $("task").options) {
+    const missing = notReady(option.value);
+    option.textContent = taskLabel(option.value, missing.length > 0);
+    option.classList.toggle("not-ready", missing.length > 0);
+  }
+  renderTaskNote();
+}
+
+// The pipeline needs only the models of the steps switched on in the form.
+const PIPELINE_STEPS = {
+  colorize: "colorize",
+  restore: "restore",
+  upscale: "upscale",
+  face_restore: "face-restore",
+};
+
+function notReady(task) {
+  let models = TASK_MODELS[task] || [];
+  if (task === "pipeline" && task === $("task").value) {
+    models = Object.entries(PIPELINE_STEPS)
+      .filter(([param]) => $(`p-${param}`)?.checked !== false)
+      .map(([, model]) => model);
+  }
+  return models.filter((m) => state.health[m] && !state.health[m].ready);
+}
+
+function renderTaskNote() {
+  const note = $("task-note");
+  const missing = notReady($("task").value);
+  note.textContent = missing.length
+    ? `Not ready: ${missing.map((m) => `${m} (${state.health[m].detail || "no reason given"})`).join("; ")}. Running it now answers 503.`
+    : "";
+  note.classList.toggle("warn", missing.length > 0);
+}
+
+// ---- running --------------------------------------------------------------------------------
+
+function busy(on) {
+  $("run").disabled = on;
+  $("cancel").hidden = !on;
+  $("progress-box").hidden = !on;
+  if (state.ticker) clearInterval(state.ticker);
+  state.ticker = null;
+  if (on) {
+    const start = performance.now();
+    const tick = () => {
+      $("elapsed").textContent = `${((performance.now() - start) / 1000).toFixed(1)} s`;
+    };
+    tick();
+    state.ticker = setInterval(tick, 100);
+  }
+}
+
+async function run(event) {
+  event.preventDefault();
+  clearMessage();
+  if (!state.file) {
+    showMessage("error", "Choose a photo first (or drop or paste one).");
+    $("file").focus();
+    return;
+  }
+  const task = $("task").value;
+  const search = query();
+  const body = new FormData();
+  body.append("file", state.file, state.file.name || "photo.png");
+  state.controller = new AbortController();
+  const start = performance.now();
+  busy(true);
+  $("cancel").focus();
+  try {
+    const res = await fetch(`${task}?${search}`, {
+      method: "POST",
+      body,
+      signal: state.controller.signal,
+    });
+    if (!res.ok) {
+      await showFailure(res);
+      return;
+    }
+    const blob = await res.blob();
+    showResult(blob, res.headers, task, search, (performance.now() - start) / 1000);
+  } catch (err) {
+    if (err.name === "AbortError") {
+      showMessage("info", "Cancelled. The request was aborted.");
+    } else {
+      showMessage("error", `Could not reach the gateway (${err.message}). Check that it runs, then try again.`);
+    }
+  } finally {
+    state.controller = null;
+    const hadFocus = document.activeElement === $("cancel");
+    busy(false);
+    if (hadFocus || document.activeElement === document.body) $("run").focus();
+  }
+}
+
+function cancel() {
+  if (state.controller) state.controller.abort();
+}
+
+async function showFailure(res) {
+  let detail;
+  try {
+    detail = (await res.json()).detail;
+  } catch {
+    detail = res.statusText;
+  }
+  const text = detailText(detail);
+  switch (res.status) {
+    case 422:
+      showFieldErrors(detail);
+      break;
+    case 413:
+      showMessage("error", `The photo is too large for this server: ${text}. Make it smaller (fewer pixels, or save it as JPEG) and try again.`);
+      break;
+    case 415:
+      showMessage("error", `This file is not accepted: ${text}. Choose a JPEG, PNG, WebP, BMP or TIFF photo.`);
+      break;
+    case 429:
+    case 503:
+      showRetry(text, Number.parseInt(res.headers.get("Retry-After") || "10", 10));
+      refreshHealth();
+      break;
+    case 504:
+      showMessage("error", `The model did not answer in time: ${text}. Try a smaller photo or a smaller tile size.`);
+      break;
+    default:
+      showMessage("error", `${text || res.statusText} (HTTP ${res.status})`);
+  }
+}
+
+function showFieldErrors(detail) {
+  if (!Array.isArray(detail)) {
+    showMessage("error", `Some settings are not accepted: ${detailText(detail)}`);
+    return;
+  }
+  const items = [];
+  let first = null;
+  for (const problem of detail) {
+    const name = (problem.loc || []).at(-1);
+    const input = document.querySelector(`[data-param="${CSS.escape(String(name))}"]`);
+    if (input) {
+      input.setAttribute("aria-invalid", "true");
+      const error = $(`p-${name}-error`);
+      error.textContent = problem.msg;
+      error.hidden = false;
+      first = first || input;
+    }
+    const label = input ? document.querySelector(`label[for="${input.id}"]`).textContent : name;
+    items.push(`${label}: ${problem.msg}`);
+  }
+  showMessage("error", "Some settings are out of range; correct them and run again:", items);
+  if (first) first.focus();
+}
+
+function showRetry(text, seconds) {
+  let left = Number.isFinite(seconds) && seconds > 0 ? seconds : 10;
+  showMessage("error", text);
+  const line = el("p", { class: "countdown" });
+  $("message").append(line);
+  const tick = () => {
+    line.textContent = left > 0 ? `Try again in ${left} s.` : "You can try again now.";
+    if (left <= 0) stopCountdown();
+    left -= 1;
+  };
+  tick();
+  state.countdown = setInterval(tick, 1000);
+}
+
+// ---- result ---------------------------------------------------------------------------------
+
+function downloadName(task, search, type) {
+  const stem = (state.file.name || "photo").replace(/\.[^.]*$/, "").replace(/[^\w.-]+/g, "_") || "photo";
+  const format = search.get(FORMAT) || (type.split("/")[1] ?? "png");
+  const ext = format === "jpeg" ? "jpg" : format;
+  const scale = task === "upscale" && search.get("scale") ? `_x${search.get("scale")}` : "";
+  return `${stem}_${task}${scale}.${ext}`;
+}
+
+function serverTiming(value) {
+  if (!value) return "";
+  return value
+    .split(",")
+    .map((part) => {
+      const [name, ...rest] = part.trim().split(";");
+      const dur = rest.map((r) => r.trim()).find((r) => r.startsWith("dur="));
+      return dur ? `${name} ${Math.round(Number(dur.slice(4)))} ms` : name;
+    })
+    .join(", ");
+}
+
+function showResult(blob, headers, task, search, seconds) {
+  if (state.resultURL) URL.revokeObjectURL(state.resultURL);
+  state.resultURL = URL.createObjectURL(blob);
+  const after = $("after");
+  const facts = $("facts");
+  facts.replaceChildren();
+  const fact = (name, value) => {
+    if (value === null || value === undefined || value === "") return;
+    facts.append(el("dt", {}, name), el("dd", { "data-fact": name }, value));
+  };
+  after.onload = () => {
+    fact("Size", `${after.naturalWidth}×${after.naturalHeight} px, ${formatBytes(blob.size)}`);
+  };
+  after.src = state.resultURL;
+  $("before").src = state.fileURL;
+  const name = downloadName(task, search, blob.type);
+  const link = $("download");
+  link.href = state.resultURL;
+  link.download = name;
+  link.textContent = `Download ${name}`;
+  fact("Steps", headers.get("X-Steps"));
+  fact("Faces", headers.get("X-Faces"));
+  fact("Server timing", serverTiming(headers.get("Server-Timing")));
+  fact("Elapsed", `${seconds.toFixed(1)} s`);
+  $("split").value = 50;
+  setSplit();
+  $("result").hidden = false;
+  $("result-title").focus();
+}
+
+function setSplit() {
+  $("compare").style.setProperty("--split", `${$("split").value}%`);
+}
+
+function setZoom() {
+  const actual = $("zoom").checked;
+  $("viewport").classList.toggle("actual", actual);
+  const after = $("after");
+  $("compare").style.width = actual ? `${after.naturalWidth / (window.devicePixelRatio || 1)}px` : "";
+}
+
+// ---- start ----------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  wireInput();
+  $("form").addEventListener("submit", run);
+  $("cancel").addEventListener("click", cancel);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") cancel();
+  });
+  $("split").addEventListener("input", setSplit);
+  $("zoom").addEventListener("change", setZoom);
+  $("after").addEventListener("load", setZoom);
+  loadApi();
+  refreshHealth();
+  setInterval(refreshHealth, 30000);
+});
