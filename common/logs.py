@@ -1,7 +1,8 @@
 """One logging setup for the gateway and the predictors: `LOG_FORMAT=text|json`, `LOG_LEVEL`.
 
 Every record goes to stderr through the root logger, KServe's and uvicorn's included (their own
-handlers are removed so that nothing is printed twice and everything has the same shape). JSON
+handlers are removed so that nothing is printed twice and everything has the same shape), and so
+do Python warnings (logger `py.warnings`). JSON
 lines come from python-json-logger: a plain `logging.Formatter`, so no call site changes.
 """
 
@@ -58,3 +59,4 @@ def configure_logging(level: str | None = None) -> None:
             },
         }
     )
+    logging.captureWarnings(True)
