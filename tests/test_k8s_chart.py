@@ -374,6 +374,7 @@ def test_ingress_reaches_every_rest_route(preset):
             assert backend["name"] == service["metadata"]["name"]
             assert service_ports[backend["port"]["name"]]["targetPort"] in container_ports
     assert not any(_path_matches("/metrics", p) for p in paths), "/metrics stays internal"
+    assert {p["pathType"] for p in paths} == {"Exact"}  # KServe's /v1/models/... stay inside
     assert selector_matches(
         {"matchLabels": service["spec"]["selector"]},
         deployment["spec"]["template"]["metadata"]["labels"],

@@ -1,6 +1,6 @@
 """A bounded queue per task in front of its predictor (load shedding).
 
-At most PREDICTOR_CONCURRENCY requests of a task are at its predictor at once; at most
+At most MAX_INFLIGHT_PER_TASK requests of a task are at its predictor at once; at most
 MAX_QUEUE_PER_TASK more wait here, in arrival order. One more is answered 429 with a Retry-After
 estimated from the recent time per call. A waiting request whose deadline passes leaves the
 queue with 504 without reaching the predictor; one whose client hangs up simply leaves.

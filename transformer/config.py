@@ -43,7 +43,7 @@ DEFAULT_MAX_OUTPUT_PIXELS = 8192 * 8192
 # request on a GPU, 8 waiting is well inside the request timeout.
 DEFAULT_MAX_QUEUE_PER_TASK = 8
 # Requests at a task's predictor at once: its replicas (each runs one inference at a time).
-DEFAULT_PREDICTOR_CONCURRENCY = 1
+DEFAULT_MAX_INFLIGHT_PER_TASK = 1
 # An upload that sends nothing for this long, or averages under the rate after it, gets 408.
 DEFAULT_UPLOAD_IDLE_TIMEOUT_S = 15.0
 DEFAULT_UPLOAD_MIN_BYTES_PER_S = 8 * 1024  # 64 kbit/s: slower than any mobile link in use
@@ -93,7 +93,7 @@ class Settings:
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
     max_render_factor: int = limits.DEFAULT_MAX_RENDER_FACTOR
     max_queue_per_task: int = DEFAULT_MAX_QUEUE_PER_TASK
-    predictor_concurrency: int = DEFAULT_PREDICTOR_CONCURRENCY
+    max_inflight_per_task: int = DEFAULT_MAX_INFLIGHT_PER_TASK
     upload_idle_timeout_s: float = DEFAULT_UPLOAD_IDLE_TIMEOUT_S
     upload_min_bytes_per_s: int = DEFAULT_UPLOAD_MIN_BYTES_PER_S
 
@@ -111,7 +111,7 @@ class Settings:
         env["MAX_OUTPUT_PIXELS"] = str(self.max_output_pixels)
         env["MAX_RENDER_FACTOR"] = str(self.max_render_factor)
         env["MAX_QUEUE_PER_TASK"] = str(self.max_queue_per_task)
-        env["PREDICTOR_CONCURRENCY"] = str(self.predictor_concurrency)
+        env["MAX_INFLIGHT_PER_TASK"] = str(self.max_inflight_per_task)
         env["UPLOAD_IDLE_TIMEOUT_S"] = repr(self.upload_idle_timeout_s)
         env["UPLOAD_MIN_BYTES_PER_S"] = str(self.upload_min_bytes_per_s)
 
@@ -154,8 +154,8 @@ class Settings:
             max_output_pixels=_env_int(env, "MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS, 1),
             max_render_factor=limits.max_render_factor(env),
             max_queue_per_task=_env_int(env, "MAX_QUEUE_PER_TASK", DEFAULT_MAX_QUEUE_PER_TASK, 0),
-            predictor_concurrency=_env_int(
-                env, "PREDICTOR_CONCURRENCY", DEFAULT_PREDICTOR_CONCURRENCY, 1
+            max_inflight_per_task=_env_int(
+                env, "MAX_INFLIGHT_PER_TASK", DEFAULT_MAX_INFLIGHT_PER_TASK, 1
             ),
             upload_idle_timeout_s=_env_float(
                 env, "UPLOAD_IDLE_TIMEOUT_S", DEFAULT_UPLOAD_IDLE_TIMEOUT_S

@@ -89,7 +89,7 @@ class Predictors:
     def __post_init__(self) -> None:
         if self.admission is None:
             s = self.settings
-            self.admission = Admission(s.predictor_concurrency, s.max_queue_per_task)
+            self.admission = Admission(s.max_inflight_per_task, s.max_queue_per_task)
 
     def _unavailable(self, task: str, why: str) -> GatewayError:
         return GatewayError(
