@@ -179,6 +179,7 @@ async def colorize(
     async def work(rgb: np.ndarray) -> tasks.Result:
         images.check_output_size(output_format, rgb.shape[1], rgb.shape[0])
         bounds.check_answer(state.settings, rgb.shape[1], rgb.shape[0])
+        bounds.check_message(state.settings, "colorize", rgb.shape[1], rgb.shape[0])
         out = tasks.Result(rgb)
         out.rgb = await tasks.colorize(state.predictors, rgb, render_factor, out)
         return out
@@ -193,6 +194,7 @@ async def restore(
     async def work(rgb: np.ndarray) -> tasks.Result:
         images.check_output_size(output_format, rgb.shape[1], rgb.shape[0])
         bounds.check_answer(state.settings, rgb.shape[1], rgb.shape[0])
+        bounds.check_message(state.settings, "restore", rgb.shape[1], rgb.shape[0])
         out = tasks.Result(rgb)
         out.rgb = await tasks.restore(state.predictors, rgb, tile_size, out)
         return out
@@ -221,6 +223,7 @@ async def face_restore(
         width, height = (side, side) if side else (rgb.shape[1], rgb.shape[0])
         images.check_output_size(output_format, width * upscale, height * upscale)
         bounds.check_answer(state.settings, width * upscale, height * upscale)
+        bounds.check_message(state.settings, "face-restore", rgb.shape[1], rgb.shape[0])
         bounds.check_message(state.settings, "face-restore", width * upscale, height * upscale)
         out = tasks.Result(rgb)
         out.rgb = await tasks.face_restore(
@@ -249,6 +252,7 @@ async def upscale(
     async def work(rgb: np.ndarray) -> tasks.Result:
         images.check_output_size(output_format, rgb.shape[1] * scale, rgb.shape[0] * scale)
         bounds.check_answer(state.settings, rgb.shape[1] * scale, rgb.shape[0] * scale)
+        bounds.check_message(state.settings, "upscale", rgb.shape[1], rgb.shape[0])
         out = tasks.Result(rgb)
         out.rgb = await tasks.upscale(state.predictors, rgb, scale, tile_size, out)
         return out
