@@ -158,7 +158,7 @@ async def _answer(route: str, request: Request, output_format: str, work: Work) 
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
     except budget.ClientGone as exc:
         status = CLIENT_CLOSED
-        logger.info("%s: the client hung up (%s); its work was stopped", route, exc or "waiting")
+        logger.info("%s: the client hung up %s; the request was dropped", route, exc)
         return Response(status_code=CLIENT_CLOSED)  # nobody reads it
     except Exception:
         logger.exception("%s failed", route)

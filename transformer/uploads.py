@@ -60,7 +60,7 @@ async def _paced(request: Request, pace: Pace) -> AsyncIterator[bytes]:
                 f"(UPLOAD_IDLE_TIMEOUT_S) after {total:,} bytes"
             ) from None
         except ClientDisconnect:
-            raise ClientGone(f"the client hung up after sending {total:,} bytes") from None
+            raise ClientGone(f"after sending {total:,} bytes of the upload") from None
         total += len(chunk)
         elapsed = time.monotonic() - start
         if elapsed > pace.idle_timeout_s and total < pace.min_bytes_per_s * elapsed:
