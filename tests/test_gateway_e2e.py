@@ -104,7 +104,7 @@ def test_colorize_default_render_factor(client, small):
     assert image_of(reply).size == (64, 48)
 
 
-@pytest.mark.parametrize("tile_size", [0, 32])
+@pytest.mark.parametrize("tile_size", [0, 128])
 def test_restore_tile_size(client, small, tile_size):
     reply = post(client, "/restore", encoded(small, "JPEG"), "image/jpeg", tile_size=tile_size)
     assert image_of(reply).size == (64, 48)
@@ -117,11 +117,12 @@ def test_upscale_output_is_exactly_scale_times_the_input(client, small, scale):
     assert reply.headers["x-steps"] == f"upscale x{scale}"
 
 
-def test_upscale_defaults_and_tiles(client, small):
+def test_upscale_defaults_and_tiles(client, small, astronaut):
     default = post(client, "/upscale", encoded(small))  # scale 4, tile_size 512
     assert image_of(default).size == (256, 192)
-    tiled = post(client, "/upscale", encoded(small), scale=2, tile_size=32, output_format="webp")
-    assert image_of(tiled, "WEBP").size == (128, 96)
+    wide = np.asarray(Image.fromarray(astronaut).resize((160, 120)))  # two 128 px tiles across
+    tiled = post(client, "/upscale", encoded(wide), scale=2, tile_size=128, output_format="webp")
+    assert image_of(tiled, "WEBP").size == (320, 240)
 
 
 def test_face_restore_detects_and_upscales(client, portrait):
@@ -160,7 +161,7 @@ def test_pipeline_steps_can_be_switched_off(client, small):
     assert reply.headers["x-steps"] == "resize 32x24"
     bigger_than_box = post(
         client, "/pipeline", encoded(small), colorize=False, restore=True, face_restore=False,
-        width=40, height=100, restore_tile_size=16, output_format="webp",
+        width=40, height=100, restore_tile_size=128, output_format="webp",
     )  # fmt: skip
     assert image_of(bigger_than_box, "WEBP").size == (40, 30)  # no upscale: it is too big already
     assert bigger_than_box.headers["x-steps"] == "restore,resize 40x30"
@@ -169,7 +170,7 @@ def test_pipeline_steps_can_be_switched_off(client, small):
 def test_pipeline_all_steps_with_faces_last(client, portrait):
     reply = post(
         client, "/pipeline", encoded(portrait, "JPEG"), "image/jpeg", width=100, height=80,
-        render_factor=2, restore_tile_size=0, upscale_tile_size=48, fidelity=0.9,
+        render_factor=2, restore_tile_size=0, upscale_tile_size=128, fidelity=0.9,
         only_center_face=True, output_format="jpeg",
     )  # fmt: skip
     assert image_of(reply, "JPEG").size == (80, 80)

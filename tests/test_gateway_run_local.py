@@ -126,3 +126,57 @@ def test_make_run_serves_all_routes_and_stops_cleanly_on_ctrl_c(weights, astrona
             except subprocess.TimeoutExpired:
                 run.process.kill()
                 run.process.wait()
+
+
+def test_tasks_subset_fetches_and_starts_only_those(weights, astronaut, tmp_path):
+    """TASKS=upscale: only its weights are needed (the others are missing and the mirror is
+    offline), only its predictor starts, and /health says the others are not configured."""
+    (tmp_path / "upscale").mkdir()
+    (tmp_path / "upscale" / "x4plus").symlink_to(weights.model_dir("upscale", "x4plus"))
+    port = free_port()
+    env = environment(
+        TASKS="upscale",
+        WEIGHTS_DIR=str(tmp_path),
+        WEIGHTS_MIRROR=f"http://127.0.0.1:{free_port()}",
+        ALLOW_UNVERIFIED_WEIGHTS="true",
+        PORT=str(port),
+    )
+    run = Running(env)
+    try:
+        run.wait_for("ready: upscale", timeout=300)
+        url = f"http://127.0.0.1:{port}"
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        assert health["status"] == "ok"
+        for task in ("colorize", "restore", "face-restore"):
+            entry = health["models"][task]
+            assert not entry["ready"] and "not configured" in entry["detail"]
+            assert entry["predictor"] is None
+        reply = httpx.post(
+            f"{url}/upscale", params={"scale": 2, "tile_size": 0},
+            files={"file": ("a.png", encoded(astronaut[::16, ::16]))}, timeout=120,
+        )  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        assert run.output().count("Started server process") == 2  # upscale and the gateway
+        run.process.send_signal(signal.SIGINT)
+        assert run.process.wait(60) == 0, run.output()[-3000:]
+    finally:
+        if run.process.poll() is None:
+            run.process.terminate()
+            try:
+                run.process.wait(40)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
+
+
+def test_unknown_task_in_tasks_is_refused(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(RUN_LOCAL)],
+        cwd=ROOT,
+        env=environment(TASKS="upscale,sharpen", WEIGHTS_DIR=str(tmp_path), PORT=str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "sharpen" in result.stdout and "upscale" in result.stdout

@@ -40,6 +40,10 @@ REST_ROUTES = (
     "/docs",
     "/redoc",
     "/openapi.json",
+    "/",  # the web page and its files
+    "/ui/app.js",
+    "/ui/style.css",
+    "/ui/icon.svg",
 )
 GPU = "nvidia.com/gpu"
 
@@ -374,6 +378,7 @@ def test_ingress_reaches_every_rest_route(preset):
             assert backend["name"] == service["metadata"]["name"]
             assert service_ports[backend["port"]["name"]]["targetPort"] in container_ports
     assert not any(_path_matches("/metrics", p) for p in paths), "/metrics stays internal"
+    assert {p["pathType"] for p in paths} == {"Exact"}  # KServe's /v1/models/... stay inside
     assert selector_matches(
         {"matchLabels": service["spec"]["selector"]},
         deployment["spec"]["template"]["metadata"]["labels"],

@@ -13,6 +13,8 @@ import os
 from kserve import Model, ModelServer
 from kserve import model_server as kserve_server
 
+from common.logs import configure_logging
+
 from . import routes
 from .config import ADDRESS_ENV, TASKS, Settings, flag_name
 
@@ -75,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
+        configure_logging()  # before KServe's ModelServer, which then keeps it
         settings = Settings.from_env(flags=vars(args))
     except ValueError as exc:
         raise SystemExit(f"transformer: {exc}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from common import limits
+
 TASKS = ("colorize", "restore", "face-restore", "upscale")
 
 # gRPC address of each task's predictor (host:port).
@@ -35,6 +37,16 @@ DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: beyond any camera sensor sold today
 DEFAULT_PREDICTOR_TIMEOUT_S = 300.0
 DEFAULT_GRPC_MAX_MESSAGE = 256 * MIB  # run-local starts the predictors with the same limit
 DEFAULT_RETRY_AFTER_S = 10
+# The answer's pixels: a 4x upscale of the largest input (MAX_IMAGE_SIDE 2048) is 8192 x 8192.
+DEFAULT_MAX_OUTPUT_PIXELS = 8192 * 8192
+# Requests waiting per task behind the ones at the predictor (then 429). With a few seconds per
+# request on a GPU, 8 waiting is well inside the request timeout.
+DEFAULT_MAX_QUEUE_PER_TASK = 8
+# Requests at a task's predictor at once: its replicas (each runs one inference at a time).
+DEFAULT_MAX_INFLIGHT_PER_TASK = 1
+# An upload that sends nothing for this long, or averages under the rate after it, gets 408.
+DEFAULT_UPLOAD_IDLE_TIMEOUT_S = 15.0
+DEFAULT_UPLOAD_MIN_BYTES_PER_S = 8 * 1024  # 64 kbit/s: slower than any mobile link in use
 
 
 def flag_name(task: str) -> str:
@@ -55,6 +67,19 @@ def _env_float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _env_int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
 @dataclass
 class Settings:
     addresses: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(TASKS))
@@ -65,6 +90,12 @@ class Settings:
     predictor_timeout_s: float = DEFAULT_PREDICTOR_TIMEOUT_S
     grpc_max_message: int = DEFAULT_GRPC_MAX_MESSAGE
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    max_render_factor: int = limits.DEFAULT_MAX_RENDER_FACTOR
+    max_queue_per_task: int = DEFAULT_MAX_QUEUE_PER_TASK
+    max_inflight_per_task: int = DEFAULT_MAX_INFLIGHT_PER_TASK
+    upload_idle_timeout_s: float = DEFAULT_UPLOAD_IDLE_TIMEOUT_S
+    upload_min_bytes_per_s: int = DEFAULT_UPLOAD_MIN_BYTES_PER_S
 
     def export(self, env: dict[str, str]) -> None:
         """Write these settings as environment variables (read back by spawned workers)."""
@@ -77,6 +108,12 @@ class Settings:
         env["MAX_PIXELS"] = str(self.max_pixels)
         env["PREDICTOR_TIMEOUT_S"] = repr(self.predictor_timeout_s)
         env["GRPC_MAX_MESSAGE_BYTES"] = str(self.grpc_max_message)
+        env["MAX_OUTPUT_PIXELS"] = str(self.max_output_pixels)
+        env["MAX_RENDER_FACTOR"] = str(self.max_render_factor)
+        env["MAX_QUEUE_PER_TASK"] = str(self.max_queue_per_task)
+        env["MAX_INFLIGHT_PER_TASK"] = str(self.max_inflight_per_task)
+        env["UPLOAD_IDLE_TIMEOUT_S"] = repr(self.upload_idle_timeout_s)
+        env["UPLOAD_MIN_BYTES_PER_S"] = str(self.upload_min_bytes_per_s)
 
     @classmethod
     def from_env(
@@ -113,5 +150,17 @@ class Settings:
             grpc_max_message=int(
                 flags.get("grpc_max_message")
                 or _env_float(env, "GRPC_MAX_MESSAGE_BYTES", DEFAULT_GRPC_MAX_MESSAGE)
+            ),
+            max_output_pixels=_env_int(env, "MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS, 1),
+            max_render_factor=limits.max_render_factor(env),
+            max_queue_per_task=_env_int(env, "MAX_QUEUE_PER_TASK", DEFAULT_MAX_QUEUE_PER_TASK, 0),
+            max_inflight_per_task=_env_int(
+                env, "MAX_INFLIGHT_PER_TASK", DEFAULT_MAX_INFLIGHT_PER_TASK, 1
+            ),
+            upload_idle_timeout_s=_env_float(
+                env, "UPLOAD_IDLE_TIMEOUT_S", DEFAULT_UPLOAD_IDLE_TIMEOUT_S
+            ),
+            upload_min_bytes_per_s=_env_int(
+                env, "UPLOAD_MIN_BYTES_PER_S", DEFAULT_UPLOAD_MIN_BYTES_PER_S, 0
             ),
         )

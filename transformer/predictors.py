@@ -4,6 +4,9 @@ One `kserve.InferenceGRPCClient` per task (KServe's own client factory caches a 
 the whole process). Images travel as `UINT8 [1, H, W, 3]` raw tensor contents, never as number
 lists. gRPC failures become the contract's statuses: 503 (with Retry-After) when the predictor is
 unreachable or its model is not ready, 504 when it does not answer in time.
+
+Each call waits its turn in the task's queue (admission.py) and carries the request's time left
+as its gRPC deadline (budget.py); cancelling the awaiting task cancels the call.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from kserve import InferenceGRPCClient
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from . import metrics
+from . import budget, metrics
+from .admission import Admission
 from .config import ADDRESS_ENV, Settings, flag_name
 from .errors import GatewayError
 
@@ -33,10 +37,12 @@ class _QuietClientFailures(logging.Filter):
     one that is down); the gateway answers those with 503/504 and logs its own line instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(("Failed to infer", "Failed to get readiness"))
+        return not str(record.msg).startswith(("Failed to infer", "Failed to get"))
 
 
-logging.getLogger("kserve").addFilter(_QuietClientFailures())
+# kserve.inference_client logs through `kserve.trace` (a logger's filters do not apply to its
+# children's records, so the filter goes on the very logger that logs).
+logging.getLogger("kserve.trace").addFilter(_QuietClientFailures())
 
 IMAGE = "image"
 HEALTH_TIMEOUT_S = 3.0
@@ -76,8 +82,14 @@ class Predictors:
     """The gRPC clients, created on first use inside the running event loop."""
 
     settings: Settings
+    admission: Admission | None = None
     _clients: dict[str, InferenceGRPCClient] = field(default_factory=dict)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant/device seen
+
+    def __post_init__(self) -> None:
+        if self.admission is None:
+            s = self.settings
+            self.admission = Admission(s.max_inflight_per_task, s.max_queue_per_task)
 
     def _unavailable(self, task: str, why: str) -> GatewayError:
         return GatewayError(
@@ -91,7 +103,8 @@ class Predictors:
         if not address:
             raise self._unavailable(
                 task,
-                f"no predictor address configured (set {ADDRESS_ENV[task]} or --{flag_name(task)})",
+                f"not configured (no predictor address: set {ADDRESS_ENV[task]} or "
+                f"--{flag_name(task)})",
             )
         client = self._clients.get(task)
         if client is None:
@@ -120,16 +133,25 @@ class Predictors:
             request_id=str(uuid.uuid4()),
             parameters={key: to_parameter(value) for key, value in parameters.items()},
         )
-        start = time.perf_counter()
-        outcome = "error"
-        try:
-            response = await client.infer(request)
-            outcome = "ok"
-        except grpc.RpcError as exc:
-            outcome = exc.code().name.lower() if hasattr(exc, "code") else "error"
-            raise self._map_error(task, exc) from None
-        finally:
-            metrics.PREDICTOR_SECONDS.labels(task, outcome).observe(time.perf_counter() - start)
+        request_budget = budget.current.get()
+        async with self.admission.queue(task).slot(request_budget):
+            timeout = self.settings.predictor_timeout_s
+            if request_budget is not None:
+                timeout = request_budget.check(f"before the {task} step started")
+            start = time.perf_counter()
+            outcome = "error"
+            try:
+                response = await client.infer(request, timeout=timeout)
+                outcome = "ok"
+            except grpc.RpcError as exc:
+                outcome = exc.code().name.lower() if hasattr(exc, "code") else "error"
+                raise self._map_error(task, exc) from None
+            except asyncio.CancelledError:
+                outcome = "cancelled"  # the client hung up: grpc.aio cancelled the call
+                raise
+            finally:
+                elapsed = time.perf_counter() - start
+                metrics.PREDICTOR_SECONDS.labels(task, outcome).observe(elapsed)
         seconds = time.perf_counter() - start
         answer = self._image_of(task, response)
         params = {k: from_parameter(v) for k, v in (response.parameters or {}).items()}
@@ -162,6 +184,8 @@ class Predictors:
                 f"the {task} model did not answer within {self.settings.predictor_timeout_s:g} s "
                 "(PREDICTOR_TIMEOUT_S); try a smaller image or a smaller tile_size",
             )
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # bounds.py should have refused it first
+            return GatewayError(413, f"the {task} step's image is over a message limit: {details}")
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return GatewayError(400, f"the {task} model refused the request: {details}")
         # Anything else is ours to fix: logged with the details, answered as a plain 500.
@@ -170,7 +194,7 @@ class Predictors:
     async def ready(self, task: str) -> tuple[bool, str]:
         """(ready, why not) from the predictor's V2 ModelReady."""
         if not self.settings.addresses.get(task):
-            return False, f"no predictor address configured ({ADDRESS_ENV[task]})"
+            return False, f"not configured (no predictor address in {ADDRESS_ENV[task]})"
         try:
             ok = await self.client(task).is_model_ready(task, timeout=HEALTH_TIMEOUT_S)
         except grpc.RpcError as exc:

@@ -18,13 +18,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from kserve.model_server import app
 from starlette.concurrency import run_in_threadpool
 
-from . import images, metrics, tasks
+from . import bounds, budget, images, metrics, surface, tasks
+from .bounds import TileSize
 from .config import TASKS, Settings
 from .errors import GatewayError
 from .predictors import Predictors
-from .uploads import read_upload
+from .uploads import Pace, read_upload
 
 logger = logging.getLogger("transformer.routes")
+# The status recorded (metrics) for a request whose client hung up: nginx's "client closed".
+CLIENT_CLOSED = 499
 
 
 class State:
@@ -33,6 +36,7 @@ class State:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.predictors = Predictors(settings)
+        self.pace = Pace(settings.upload_idle_timeout_s, settings.upload_min_bytes_per_s)
 
 
 state = State(Settings.from_env())
@@ -47,7 +51,16 @@ OutputFormat = Annotated[
     Literal["png", "jpg", "jpeg", "webp"],
     Query(description="Encoding of the answer: png (default, keeps alpha), jpg/jpeg, webp."),
 ]
-TileSize = Annotated[int, Query(ge=0, description="Tile side in px; 0 = whole image at once.")]
+DEFAULT_RENDER_FACTOR = min(32, state.settings.max_render_factor)
+RenderFactor = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=state.settings.max_render_factor,
+        description="Model input side = 16 x render_factor px (32 = 512); the maximum is "
+        "MAX_RENDER_FACTOR.",
+    ),
+]
 
 _IMAGE_BODY = {
     "requestBody": {
@@ -67,16 +80,32 @@ _IMAGE_BODY = {
     }
 }
 _DETAIL = {"application/json": {"example": {"detail": "a message a person can act on"}}}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 _RESPONSES: dict[int | str, dict] = {
     200: {
         "description": "The processed image, encoded as `output_format`.",
         "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
     },
     400: {"description": "Undecodable or invalid image.", "content": _DETAIL},
-    413: {"description": "Upload over MAX_UPLOAD_MB or too many pixels.", "content": _DETAIL},
+    408: {"description": "The upload stopped or trickled (UPLOAD_*).", "content": _DETAIL},
+    413: {
+        "description": "Upload over MAX_UPLOAD_MB, too many pixels in (MAX_PIXELS) or out "
+        "(MAX_OUTPUT_PIXELS), or a step too large for one message to a predictor.",
+        "content": _DETAIL,
+    },
     415: {"description": "Not a JPEG, PNG, WebP, BMP or TIFF image.", "content": _DETAIL},
-    503: {"description": "The predictor is not ready (see Retry-After).", "content": _DETAIL},
-    504: {"description": "The predictor did not answer in time.", "content": _DETAIL},
+    429: {
+        "description": "The task's queue is full (MAX_QUEUE_PER_TASK).",
+        "headers": _RETRY_AFTER,
+        "content": _DETAIL,
+    },
+    500: {"description": "Unexpected; the details are in the gateway's log.", "content": _DETAIL},
+    503: {
+        "description": "The predictor is not ready or unreachable.",
+        "headers": _RETRY_AFTER,
+        "content": _DETAIL,
+    },
+    504: {"description": "The request ran out of time (PREDICTOR_TIMEOUT_S).", "content": _DETAIL},
 }
 
 router = APIRouter()
@@ -94,16 +123,21 @@ def _image_route(path: str, summary: str):
 
 
 async def _answer(route: str, request: Request, output_format: str, work: Work) -> Response:
-    """Upload -> decode -> work (predictors) -> encode, with every failure mapped to JSON."""
+    """Upload -> decode -> work (predictors) -> encode, with every failure mapped to JSON.
+    The work is cancelled when the client hangs up; it must finish within the request's
+    budget (budget.py)."""
     start = time.perf_counter()
     status = 500
+    settings = state.settings
+    request_budget = budget.Budget.starting_now(settings.predictor_timeout_s)
+    budget.current.set(request_budget)
     try:
-        settings = state.settings
-        data = await read_upload(request, settings.max_upload_bytes)
+        data = await read_upload(request, settings.max_upload_bytes, state.pace)
         decoded = await run_in_threadpool(
             images.decode, data, settings.max_pixels, settings.max_image_side
         )
-        result = await work(decoded.rgb)
+        request_budget.check("before its work started")
+        result = await budget.unless_disconnected(request, work(decoded.rgb))
         body, media_type = await run_in_threadpool(
             images.encode, result.rgb, decoded.alpha, output_format, decoded.icc_profile
         )
@@ -122,6 +156,10 @@ async def _answer(route: str, request: Request, output_format: str, work: Work) 
         if status >= 500:
             logger.warning("%s: %d %s", route, status, exc.detail)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+    except budget.ClientGone as exc:
+        status = CLIENT_CLOSED
+        logger.info("%s: the client hung up %s; the request was dropped", route, exc)
+        return Response(status_code=CLIENT_CLOSED)  # nobody reads it
     except Exception:
         logger.exception("%s failed", route)
         return JSONResponse(
@@ -135,14 +173,13 @@ async def _answer(route: str, request: Request, output_format: str, work: Work) 
 @_image_route("/colorize", "Colorize a photo (DDColor)")
 async def colorize(
     request: Request,
-    render_factor: Annotated[
-        int,
-        Query(ge=1, le=100, description="Model input side = 16 x render_factor px (32 = 512)."),
-    ] = 32,
+    render_factor: RenderFactor = DEFAULT_RENDER_FACTOR,
     output_format: OutputFormat = "png",
 ) -> Response:
     async def work(rgb: np.ndarray) -> tasks.Result:
         images.check_output_size(output_format, rgb.shape[1], rgb.shape[0])
+        bounds.check_answer(state.settings, rgb.shape[1], rgb.shape[0])
+        bounds.check_message(state.settings, "colorize", rgb.shape[1], rgb.shape[0])
         out = tasks.Result(rgb)
         out.rgb = await tasks.colorize(state.predictors, rgb, render_factor, out)
         return out
@@ -156,6 +193,8 @@ async def restore(
 ) -> Response:
     async def work(rgb: np.ndarray) -> tasks.Result:
         images.check_output_size(output_format, rgb.shape[1], rgb.shape[0])
+        bounds.check_answer(state.settings, rgb.shape[1], rgb.shape[0])
+        bounds.check_message(state.settings, "restore", rgb.shape[1], rgb.shape[0])
         out = tasks.Result(rgb)
         out.rgb = await tasks.restore(state.predictors, rgb, tile_size, out)
         return out
@@ -183,6 +222,9 @@ async def face_restore(
         side = tasks.FACE_SIZE if has_aligned else None
         width, height = (side, side) if side else (rgb.shape[1], rgb.shape[0])
         images.check_output_size(output_format, width * upscale, height * upscale)
+        bounds.check_answer(state.settings, width * upscale, height * upscale)
+        bounds.check_message(state.settings, "face-restore", rgb.shape[1], rgb.shape[0])
+        bounds.check_message(state.settings, "face-restore", width * upscale, height * upscale)
         out = tasks.Result(rgb)
         out.rgb = await tasks.face_restore(
             state.predictors,
@@ -209,6 +251,8 @@ async def upscale(
 ) -> Response:
     async def work(rgb: np.ndarray) -> tasks.Result:
         images.check_output_size(output_format, rgb.shape[1] * scale, rgb.shape[0] * scale)
+        bounds.check_answer(state.settings, rgb.shape[1] * scale, rgb.shape[0] * scale)
+        bounds.check_message(state.settings, "upscale", rgb.shape[1], rgb.shape[0])
         out = tasks.Result(rgb)
         out.rgb = await tasks.upscale(state.predictors, rgb, scale, tile_size, out)
         return out
@@ -230,7 +274,7 @@ async def pipeline(
     ] = True,
     width: BoxSide = 2400,
     height: BoxSide = 2400,
-    render_factor: Annotated[int, Query(ge=1, le=100)] = 32,
+    render_factor: RenderFactor = DEFAULT_RENDER_FACTOR,
     restore_tile_size: TileSize = 0,
     fidelity: Annotated[float, Query(ge=0, le=1)] = 0.7,
     upscale_tile_size: TileSize = 512,
@@ -255,6 +299,8 @@ async def pipeline(
 
     async def work(rgb: np.ndarray) -> tasks.Result:
         images.check_output_size(output_format, width, height)
+        size = (rgb.shape[1], rgb.shape[0])
+        bounds.check_plan(state.settings, size, tasks.plan_pipeline(*size, options))
         return await tasks.pipeline(state.predictors, rgb, options)
 
     return await _answer("pipeline", request, output_format, work)
@@ -263,8 +309,10 @@ async def pipeline(
 @router.get("/health", summary="Readiness of each model's predictor, with variant and device")
 async def health() -> JSONResponse:
     models = await state.predictors.health(TASKS)
-    ready = sum(entry["ready"] for entry in models.values())
-    status = "ok" if ready == len(models) else ("degraded" if ready else "unavailable")
+    # Tasks left out on purpose (no predictor address, e.g. TASKS=... make run) do not count.
+    served = [task for task in TASKS if state.settings.addresses.get(task)]
+    ready = sum(models[task]["ready"] for task in served)
+    status = "ok" if served and ready == len(served) else ("degraded" if ready else "unavailable")
     return JSONResponse({"status": status, "models": models})
 
 
@@ -276,6 +324,7 @@ def _install() -> None:
     )
     app.include_router(router, tags=["photo-enhance"])
     app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])
+    surface.close(app)
     paths = {getattr(route, "path", None) for route in app.routes}
     if "/docs" not in paths:  # KServe adds it only with --enable_docs_url
 

@@ -105,26 +105,57 @@ class PipelineOptions:
     only_center_face: bool = False
 
 
-async def pipeline(p: Predictors, rgb: np.ndarray, o: PipelineOptions) -> Result:
-    """The original service's order: colorize, restore, upscale when the image is smaller than
-    the target box, resize into the box (aspect ratio kept), face-restore last."""
-    out = Result(rgb)
-    if o.colorize:
-        rgb = await colorize(p, rgb, o.render_factor, out)
-    if o.restore:
-        rgb = await restore(p, rgb, o.restore_tile_size, out)
-    height, width = rgb.shape[:2]
-    room = min(o.width / width, o.height / height)
+@dataclass
+class Step:
+    name: str  # colorize, restore, upscale, resize, face-restore
+    size_in: tuple[int, int]  # (width, height)
+    size_out: tuple[int, int]
+    factor: int = 1  # upscale only
+
+
+def plan_pipeline(width: int, height: int, o: PipelineOptions) -> list[Step]:
+    """The steps /pipeline will take on a width x height image, with every image size known
+    before the first step (the bounds are checked on this plan). The original service's order:
+    colorize, restore, upscale when the image is smaller than the target box, resize into the
+    box (aspect ratio kept), face-restore last."""
+    steps = []
+    size = (width, height)
+    for name, wanted in (("colorize", o.colorize), ("restore", o.restore)):
+        if wanted:
+            steps.append(Step(name, size, size))
+    room = min(o.width / size[0], o.height / size[1])
     if o.upscale and room > 1:
         factor = min(UPSCALE_MODEL_MAX, math.ceil(room))
-        rgb = await upscale(p, rgb, factor, o.upscale_tile_size, out)
-    box = images.fit_into_box(rgb.shape[1], rgb.shape[0], o.width, o.height)
-    if box != (rgb.shape[1], rgb.shape[0]):
-        rgb = await run_in_threadpool(images.resize, rgb, *box)
-        out.steps.append(f"resize {box[0]}x{box[1]}")
+        upscaled = (size[0] * factor, size[1] * factor)
+        steps.append(Step("upscale", size, upscaled, factor))
+        size = upscaled
+    box = images.fit_into_box(*size, o.width, o.height)
+    if box != size:
+        steps.append(Step("resize", size, box))
+        size = box
     if o.face_restore:
-        rgb = await face_restore(
-            p, rgb, out, fidelity=o.fidelity, upscale=1, only_center_face=o.only_center_face
-        )
+        steps.append(Step("face-restore", size, size))
+    return steps
+
+
+async def pipeline(p: Predictors, rgb: np.ndarray, o: PipelineOptions) -> Result:
+    """Runs the plan_pipeline steps, each on the previous step's answer."""
+    out = Result(rgb)
+    for step in plan_pipeline(rgb.shape[1], rgb.shape[0], o):
+        if step.name == "colorize":
+            rgb = await colorize(p, rgb, o.render_factor, out)
+        elif step.name == "restore":
+            rgb = await restore(p, rgb, o.restore_tile_size, out)
+        elif step.name == "upscale":
+            rgb = await upscale(p, rgb, step.factor, o.upscale_tile_size, out)
+        elif step.name == "resize":
+            box = images.fit_into_box(rgb.shape[1], rgb.shape[0], o.width, o.height)
+            if box != (rgb.shape[1], rgb.shape[0]):
+                rgb = await run_in_threadpool(images.resize, rgb, *box)
+                out.steps.append(f"resize {box[0]}x{box[1]}")
+        else:
+            rgb = await face_restore(
+                p, rgb, out, fidelity=o.fidelity, upscale=1, only_center_face=o.only_center_face
+            )
     out.rgb = rgb
     return out

@@ -2,16 +2,24 @@
 
 Two shapes (CONTRACT section 1): multipart form field `file`, or a raw body with an `image/*`
 Content-Type (`application/octet-stream` too: the type is decided from the bytes anyway).
+
+A body that stops arriving for UPLOAD_IDLE_TIMEOUT_S, or that averages under
+UPLOAD_MIN_BYTES_PER_S once that long has passed, is refused with 408. A client that hangs up
+mid-upload raises budget.ClientGone (nobody to answer; the route logs one line).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from .errors import bad_request, too_large, unsupported_type
+from .budget import ClientGone
+from .errors import GatewayError, bad_request, too_large, unsupported_type
 
 FIELD = "file"
 # Room for the multipart boundaries and part headers around a file of the maximum size.
@@ -21,6 +29,46 @@ HOW = f"send the image as multipart form field '{FIELD}' or as a raw body with C
 
 class _OverLimit(Exception):
     pass
+
+
+@dataclass
+class Pace:
+    """How slowly an upload may arrive."""
+
+    idle_timeout_s: float
+    min_bytes_per_s: int
+
+
+def _too_slow(detail: str) -> GatewayError:
+    return GatewayError(408, detail, {"Connection": "close"})
+
+
+async def _paced(request: Request, pace: Pace) -> AsyncIterator[bytes]:
+    """The body's chunks, 408 when they stop or trickle, ClientGone when the client hangs up."""
+    start = time.monotonic()
+    total = 0
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(pace.idle_timeout_s):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise _too_slow(
+                f"the upload stopped: nothing arrived for {pace.idle_timeout_s:g} s "
+                f"(UPLOAD_IDLE_TIMEOUT_S) after {total:,} bytes"
+            ) from None
+        except ClientDisconnect:
+            raise ClientGone(f"after sending {total:,} bytes of the upload") from None
+        total += len(chunk)
+        elapsed = time.monotonic() - start
+        if elapsed > pace.idle_timeout_s and total < pace.min_bytes_per_s * elapsed:
+            raise _too_slow(
+                f"the upload is too slow: {total:,} bytes in {elapsed:.0f} s, under "
+                f"{pace.min_bytes_per_s:,} bytes/s (UPLOAD_MIN_BYTES_PER_S)"
+            )
+        yield chunk
 
 
 def _over(limit: int) -> Exception:
@@ -46,10 +94,10 @@ async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
         yield chunk
 
 
-async def _from_multipart(request: Request, limit: int) -> bytes:
+async def _from_multipart(request: Request, limit: int, pace: Pace) -> bytes:
     parser = MultiPartParser(
         request.headers,
-        _capped(request.stream(), limit + MULTIPART_OVERHEAD),
+        _capped(_paced(request, pace), limit + MULTIPART_OVERHEAD),
         max_files=4,
         max_fields=32,
     )
@@ -72,28 +120,28 @@ async def _from_multipart(request: Request, limit: int) -> bytes:
     return data
 
 
-async def _from_body(request: Request, limit: int) -> bytes:
+async def _from_body(request: Request, limit: int, pace: Pace) -> bytes:
     chunks = []
     try:
-        async for chunk in _capped(request.stream(), limit):
+        async for chunk in _capped(_paced(request, pace), limit):
             chunks.append(chunk)
     except _OverLimit:
         raise _over(limit) from None
     return b"".join(chunks)
 
 
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The uploaded file's bytes; 400/413/415 (as GatewayError) for the client's mistakes."""
+async def read_upload(request: Request, limit: int, pace: Pace) -> bytes:
+    """The uploaded file's bytes; 400/408/413/415 (as GatewayError) for the client's mistakes."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     length = _declared_length(request)
     if media == "multipart/form-data":
         if length is not None and length > limit + MULTIPART_OVERHEAD:
             raise _over(limit)
-        data = await _from_multipart(request, limit)
+        data = await _from_multipart(request, limit, pace)
     elif media.startswith("image/") or media == "application/octet-stream":
         if length is not None and length > limit:
             raise _over(limit)
-        data = await _from_body(request, limit)
+        data = await _from_body(request, limit, pace)
     elif not media and not length:
         raise bad_request(f"no image in the request; {HOW}")
     else:

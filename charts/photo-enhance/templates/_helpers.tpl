@@ -99,18 +99,28 @@ app.kubernetes.io/component: transformer
 {{- end -}}
 
 {{/*
-The gateway's public routes (CONTRACT section 1): "<pathType> <path>". Each POST route is served
-bare and under /v1; /docs has sub-paths (oauth2-redirect). /metrics stays in the cluster.
+The gateway's public routes (CONTRACT section 1): "<pathType> <path>". Each route is served
+bare and under /v1, and the web page (/ and its three files under /ui/), every path exact: nothing else of the gateway's (KServe's /v1/models/...,
+/v2/...) is exposed. /metrics stays in the cluster.
 */}}
 {{- define "pe.publicPaths" -}}
+Exact /
+Exact /ui/app.js
+Exact /ui/style.css
+Exact /ui/icon.svg
 Exact /colorize
 Exact /restore
 Exact /face-restore
 Exact /upscale
 Exact /pipeline
-Prefix /v1
+Exact /v1/colorize
+Exact /v1/restore
+Exact /v1/face-restore
+Exact /v1/upscale
+Exact /v1/pipeline
+Exact /v1/health
 Exact /health
-Prefix /docs
+Exact /docs
 Exact /redoc
 Exact /openapi.json
 {{- end -}}

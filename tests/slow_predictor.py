@@ -1,0 +1,69 @@
+"""A V2 server that takes a chosen time per request, for the gateway's queue and cancel tests.
+
+Not a model: the gateway's queueing, deadlines and cancellation are what is tested, and they need
+a predictor whose time per request is exact (a real model's time on a shared CPU is not). It is a
+real KServe ModelServer process serving `upscale` and `restore` over gRPC; each request sleeps
+`tile_size` milliseconds, then answers its input image. It prints `start ID`, `done ID` or
+`cancelled ID` per request, so a test can see what reached it and what was stopped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.servers import free_port
+
+SLOW_PREDICTOR = """
+import asyncio, sys
+from kserve import Model, ModelServer
+from kserve.protocol.infer_type import InferOutput, InferResponse
+
+class Slow(Model):
+    def __init__(self, name):
+        super().__init__(name)
+        self.ready = True
+
+    async def predict(self, payload, headers=None):
+        tile = payload.parameters.get("tile_size", 0)
+        tile = getattr(tile, "int64_param", tile)
+        image = payload.inputs[0].as_numpy()
+        print("start", payload.id, flush=True)
+        try:
+            await asyncio.sleep(int(tile) / 1000)
+        except asyncio.CancelledError:
+            print("cancelled", payload.id, flush=True)
+            raise
+        print("done", payload.id, flush=True)
+        out = InferOutput("image", list(image.shape), "UINT8")
+        out.set_data_from_numpy(image, binary_data=True)
+        return InferResponse(payload.id, self.name, [out], use_binary_outputs=True)
+
+ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2])).start(
+    [Slow("upscale"), Slow("restore")]
+)
+"""
+
+
+def start_slow_predictor(log_path: Path) -> tuple[subprocess.Popen, str]:
+    """The server, ready; returns the process and its gRPC address."""
+    http_port, grpc_port = free_port(), free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SLOW_PREDICTOR, str(http_port), str(grpc_port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2).is_success:
+                return process, f"127.0.0.1:{grpc_port}"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(log_path.read_text())

@@ -1,0 +1,59 @@
+"""The gateway's public surface: its own routes and nothing else of KServe's (CONTRACT 1).
+
+KServe's REST server also registers V1/V2 inference, model repository load/unload and model
+metadata endpoints on the same app. They mean nothing on the gateway and must not be reachable
+(the Ingress forwards /v1/...), so every path outside the list below answers 404 before routing,
+and the OpenAPI document lists only the gateway's own routes.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+ROUTES = ("/colorize", "/restore", "/face-restore", "/upscale", "/pipeline", "/health")
+# The documented routes, bare and under /v1 (the same handlers).
+DOCUMENTED = frozenset(ROUTES) | {f"/v1{route}" for route in ROUTES}
+SERVED = DOCUMENTED | {
+    "/",  # the web page
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/v2/health/live",  # the gateway's own probes (chart: livenessProbe, readinessProbe)
+    "/v2/health/ready",
+}
+SERVED_PREFIXES = ("/ui/",)  # the web page's assets
+
+
+def is_served(path: str) -> bool:
+    return path in SERVED or path.startswith(SERVED_PREFIXES)
+
+
+class ClosedSurface:
+    """ASGI middleware: 404 `{"detail": "Not Found"}` for any path the gateway does not serve."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not is_served(scope["path"]):
+            await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def close(app: FastAPI) -> None:
+    """Serve only SERVED on `app`, and document only DOCUMENTED in its OpenAPI."""
+    app.add_middleware(ClosedSurface)
+    full_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = full_openapi()
+            schema["paths"] = {p: v for p, v in schema["paths"].items() if p in DOCUMENTED}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
