@@ -89,7 +89,7 @@ def file_server(files: dict[str, Path], tmp: Path, tls: bool = True) -> Iterator
         def log_message(self, *args):  # quiet
             pass
 
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             server_state.hits.append(self.path)
             blob = re.fullmatch(r"/blobs/(\d+)", self.path)
             if blob is None:
