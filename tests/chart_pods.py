@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,13 +150,13 @@ class LocalInstall:
 
     objs: list[dict]
     model_dirs: dict[str, Path]  # task -> the folder standing in for its /mnt/models
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="photo-enhance-pods.")))
+    root: Path  # the pods' local folders and logs
     containers: dict[str, LocalContainer] = field(default_factory=dict)
     services: dict[tuple[str, str], tuple[dict, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = self.root / "app"  # the image's WORKDIR: nothing may be written there
-        self.workdir.mkdir()
+        self.workdir.mkdir(parents=True)
         for obj in self.objs:
             kind, meta = obj["kind"], obj["metadata"]
             if kind == "InferenceService":
