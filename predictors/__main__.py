@@ -53,8 +53,8 @@ def parse_args() -> argparse.Namespace:
         help="serve files whose size/sha256 differ from the official release",
     )
     parser.add_argument("--force_cpu", action="store_true")
-    args, _ = parser.parse_known_args()
-    return args
+    # Strict: a mistyped flag (in a chart, say) stops the predictor instead of being ignored.
+    return parser.parse_args()
 
 
 def main() -> None:

