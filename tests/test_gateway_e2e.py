@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from tests import servers
 from tests.gateway_process import decoded, encoded, start_gateway
@@ -218,6 +218,19 @@ def test_bmp_and_16_bit_tiff_uploads(client, camera, small):
     wide = np.asarray(Image.fromarray(camera).resize((40, 32))).astype(np.uint16) * 257
     reply = post(client, "/restore", encoded(wide, "TIFF"), "image/tiff")
     assert image_of(reply).size == (40, 32)
+
+
+def test_icc_profiles_real_ones_carried_junk_dropped_with_one_log_line(client, gateway, small):
+    """An 8 MB junk profile in a 32 px JPEG must not come back as an 8 MB answer."""
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    reply = post(client, "/restore", encoded(small, "JPEG", icc_profile=srgb), "image/jpeg")
+    assert image_of(reply).info.get("icc_profile") == srgb
+    junk = np.random.default_rng(2).bytes(8 << 20)
+    upload = encoded(small[:32, :32], "JPEG", icc_profile=junk)
+    reply = post(client, "/restore", upload, "image/jpeg")
+    assert len(reply.content) < 20_000
+    assert "icc_profile" not in image_of(reply).info
+    assert gateway.log().count("dropped an ICC profile") == 1
 
 
 @pytest.mark.parametrize(

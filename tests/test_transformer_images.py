@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from transformer import images
 from transformer.errors import GatewayError
@@ -250,3 +250,64 @@ def test_corrupted_uploads_never_escape_as_unexpected_errors(astronaut, fmt):
             images.decode(bytes(data), LIMIT, 2048)
         except GatewayError as exc:
             assert exc.status in (400, 413, 415)
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("side", [1, 7, 97])
+def test_png_answers_are_lossless_with_and_without_alpha(astronaut, side):
+    """Odd sizes too: the fast PNG writer must not pad or crop rows."""
+    rgb = np.ascontiguousarray(astronaut[:side, 100 : 100 + side])
+    alpha = np.ascontiguousarray(astronaut[:side, :side, 1])  # varied values, not just 0/255
+    body, media_type = images.encode(rgb, None, "png")
+    assert media_type == "image/png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), rgb)
+    im = Image.open(io.BytesIO(images.encode(rgb, alpha, "png")[0]))
+    assert im.mode == "RGBA"
+    assert np.array_equal(np.asarray(im), np.dstack([rgb, alpha]))
+
+
+@pytest.mark.parametrize(("upload", "answer"), [("JPEG", "png"), ("PNG", "jpg"), ("WEBP", "webp")])
+def test_an_rgb_icc_profile_is_carried_to_the_answer(astronaut, upload, answer):
+    profile = srgb_profile()
+    decoded = images.decode(encode(astronaut[:48, :48], upload, icc_profile=profile), LIMIT, 2048)
+    assert decoded.icc_profile == profile
+    body, _ = images.encode(decoded.rgb, None, answer, decoded.icc_profile)
+    im = Image.open(io.BytesIO(body))
+    im.load()  # the whole file reads (chunk CRCs included)
+    assert im.info.get("icc_profile") == profile
+
+
+def test_a_huge_junk_icc_profile_is_dropped_with_one_log_line(astronaut, caplog):
+    """Untrusted bytes: an 8 MB profile in a 32 px JPEG must not make an 8 MB answer."""
+    junk = np.random.default_rng(1).bytes(8 << 20)
+    upload = encode(astronaut[:32, :32], "JPEG", icc_profile=junk)
+    assert len(upload) > 8 << 20
+    with caplog.at_level("WARNING", logger="transformer.images"):
+        decoded = images.decode(upload, LIMIT, 2048)
+    assert decoded.icc_profile is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dropped an ICC profile of {8 << 20} bytes (over {images.ICC_MAX_BYTES}); "
+        "answering without it"
+    ]
+    body, _ = images.encode(decoded.rgb, None, "png", decoded.icc_profile)
+    assert len(body) < 10_000 and "icc_profile" not in Image.open(io.BytesIO(body)).info
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        b"not a colour profile at all" * 100,
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes(),  # parses, not RGB
+    ],
+)
+def test_an_icc_profile_that_is_not_a_usable_rgb_profile_is_dropped(astronaut, profile, caplog):
+    with caplog.at_level("WARNING", logger="transformer.images"):
+        decoded = images.decode(
+            encode(astronaut[:32, :32], "JPEG", icc_profile=profile), LIMIT, 2048
+        )
+    assert decoded.icc_profile is None
+    assert len(caplog.records) == 1 and "dropped an ICC profile" in caplog.records[0].getMessage()
+    assert decoded.rgb.shape == (32, 32, 3)

@@ -21,13 +21,13 @@ from typing import Any
 import grpc
 import numpy as np
 from kserve import InferenceGRPCClient
-from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
-from kserve.protocol.infer_type import InferInput, InferRequest
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter, ModelInferRequest
 
 from . import budget, metrics
 from .admission import Admission
 from .config import ADDRESS_ENV, Settings, flag_name
 from .errors import GatewayError
+from .v2wire import RawTensorClient, Reply, encode_request
 
 logger = logging.getLogger("transformer.predictors")
 
@@ -109,7 +109,7 @@ class Predictors:
         client = self._clients.get(task)
         if client is None:
             limit = self.settings.grpc_max_message
-            client = InferenceGRPCClient(
+            client = RawTensorClient(
                 address,
                 channel_args=[
                     ("grpc.max_send_message_length", limit),
@@ -124,15 +124,16 @@ class Predictors:
     async def infer(self, task: str, image: np.ndarray, parameters: dict[str, Any]) -> Answer:
         """Send one uint8 [H, W, 3] RGB image to the task's predictor; its image comes back."""
         client = self.client(task)
-        batch = np.ascontiguousarray(image[np.newaxis])
-        tensor = InferInput(IMAGE, list(batch.shape), "UINT8")
-        tensor.set_data_from_numpy(batch, binary_data=True)
-        request = InferRequest(
+        tensor = ModelInferRequest.InferInputTensor(
+            name=IMAGE, datatype="UINT8", shape=[1, *image.shape]
+        )
+        message = ModelInferRequest(
             model_name=task,
-            infer_inputs=[tensor],
-            request_id=str(uuid.uuid4()),
+            id=str(uuid.uuid4()),
+            inputs=[tensor],
             parameters={key: to_parameter(value) for key, value in parameters.items()},
         )
+        request = encode_request(message, [image])
         request_budget = budget.current.get()
         async with self.admission.queue(task).slot(request_budget):
             timeout = self.settings.predictor_timeout_s
@@ -154,23 +155,28 @@ class Predictors:
                 metrics.PREDICTOR_SECONDS.labels(task, outcome).observe(elapsed)
         seconds = time.perf_counter() - start
         answer = self._image_of(task, response)
-        params = {k: from_parameter(v) for k, v in (response.parameters or {}).items()}
+        params = {k: from_parameter(v) for k, v in response.message.parameters.items()}
         seen = {k: params[k] for k in ("variant", "device") if params.get(k)}
         if seen:
             self.reported[task] = seen
         return Answer(answer, params, seconds)
 
-    def _image_of(self, task: str, response) -> np.ndarray:
-        outputs = [o for o in response.outputs if o.name == IMAGE] or response.outputs[:1]
-        if not outputs:
-            raise RuntimeError(f"the {task} predictor answered without an output tensor")
-        output = outputs[0]
-        if output.datatype != "UINT8" or len(output.shape) != 4 or output.shape[-1] != 3:
+    def _image_of(self, task: str, response: Reply) -> np.ndarray:
+        """The answer's image: a read-only view into the received message, not a copy."""
+        outputs = list(response.message.outputs)
+        index = next((i for i, o in enumerate(outputs) if o.name == IMAGE), 0)
+        if not outputs or len(response.raw_outputs) != len(outputs):
+            raise RuntimeError(f"the {task} predictor answered without a raw output tensor")
+        output, raw = outputs[index], response.raw_outputs[index]
+        shape = list(output.shape)
+        if output.datatype != "UINT8" or len(shape) != 4 or shape[-1] != 3 or shape[0] < 1:
             raise RuntimeError(
-                f"the {task} predictor answered {output.datatype} {list(output.shape)}, "
+                f"the {task} predictor answered {output.datatype} {shape}, "
                 "expected UINT8 [1, H, W, 3]"
             )
-        return output.as_numpy()[0]
+        if len(raw) != np.prod(shape):
+            raise RuntimeError(f"the {task} predictor answered {len(raw)} bytes for {shape}")
+        return np.frombuffer(raw, np.uint8).reshape(shape)[0]
 
     def _map_error(self, task: str, exc: grpc.RpcError) -> Exception:
         code = exc.code() if hasattr(exc, "code") else None

@@ -1,0 +1,147 @@
+"""Where the image bytes are copied between numpy, KServe's types and gRPC, and what it costs.
+
+    flock /tmp/bench.lock .venv/bin/python bench/transport.py [--side 2048] [--scale 4]
+
+Two parts, for a `side` px photo sent to a predictor and its `scale`x answer coming back:
+1. In process, step by step: each step's wall seconds and peak-RSS growth (the kernel's
+   high-water mark, reset before each step), for KServe's own path and for the gateway's
+   (transformer/v2wire.py). A step that grows the peak by the tensor's size made a copy.
+2. A real round trip: the gateway's `Predictors.infer` against a KServe predictor process
+   (bench/overhead.py's echo predictor, real `EnhanceModel.predict`), wall and CPU of both
+   processes and the gateway's peak-RSS growth. Run it with PYTHONPATH pointing at another
+   checkout to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("overhead", ROOT / "bench" / "overhead.py")
+overhead = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(overhead)  # also fixes sys.path (PYTHONPATH first, then this checkout)
+
+
+def peak_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def step(name: str, fn, size: int, results: list):
+    reset_peak()
+    before = peak_rss()
+    start = time.perf_counter()
+    value = fn()
+    wall = time.perf_counter() - start
+    grown = peak_rss() - before
+    results.append((name, wall, grown / size))
+    return value
+
+
+def kserve_path(image: np.ndarray, answer: np.ndarray) -> list:
+    from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferResponse
+    from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+
+    out: list = []
+    n_in, n_out = image.nbytes, answer.nbytes
+
+    def request_steps():
+        tensor = InferInput("image", list(image.shape), "UINT8")
+        step("request: InferInput.set_data_from_numpy (tobytes)",
+             lambda: tensor.set_data_from_numpy(image, binary_data=True), n_in, out)  # fmt: skip
+        request = InferRequest(model_name="upscale", infer_inputs=[tensor])
+        message = step("request: InferRequest.to_grpc", request.to_grpc, n_in, out)
+        step("request: SerializeToString", message.SerializeToString, n_in, out)
+
+    request_steps()
+    output = InferOutput("image", list(answer.shape), "UINT8")
+    step("answer (predictor): InferOutput.set_data_from_numpy (tobytes)",
+         lambda: output.set_data_from_numpy(answer, binary_data=True), n_out, out)  # fmt: skip
+    response = InferResponse("r", "upscale", [output], use_binary_outputs=True)
+    message = step("answer (predictor): InferResponse.to_grpc", response.to_grpc, n_out, out)
+    data = step("answer (predictor): SerializeToString", message.SerializeToString, n_out, out)
+    del message, response
+    parsed = step("answer (gateway): ModelInferResponse.FromString",
+                  lambda: ModelInferResponse.FromString(data), n_out, out)  # fmt: skip
+    back = step("answer (gateway): InferResponse.from_grpc",
+                lambda: InferResponse.from_grpc(parsed), n_out, out)  # fmt: skip
+    step("answer (gateway): as_numpy", lambda: back.outputs[0].as_numpy(), n_out, out)
+    return out, data
+
+
+def lean_path(image: np.ndarray, data: bytes) -> list:
+    from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
+
+    from transformer.v2wire import decode_response, encode_request
+
+    out: list = []
+    message = ModelInferRequest(model_name="upscale", inputs=[ModelInferRequest.InferInputTensor(
+        name="image", datatype="UINT8", shape=list(image.shape))])  # fmt: skip
+    step("request: v2wire.encode_request (one join)",
+         lambda: encode_request(message, [image]), image.nbytes, out)  # fmt: skip
+    reply = step("answer (gateway): v2wire.decode_response", lambda: decode_response(data),
+                 len(data), out)  # fmt: skip
+    step("answer (gateway): np.frombuffer", lambda: np.frombuffer(reply.raw_outputs[0], np.uint8),
+         len(data), out)  # fmt: skip
+    return out
+
+
+def round_trip(image: np.ndarray, out_side: int, repeat: int) -> dict:
+    echo = overhead.EchoPredictor()
+    gateway = overhead.Gateway(echo)
+    try:
+        gateway.infer("upscale", image, out_side, out_side)  # warm-up
+        runs = []
+        for _ in range(repeat):
+            reset_peak()
+            before = peak_rss()
+            timing, shape = gateway.infer("upscale", image, out_side, out_side)
+            assert shape == (out_side, out_side, 3)
+            runs.append({**timing, "peak_growth": peak_rss() - before})
+        return {k: min(r[k] for r in runs) for k in runs[0]}
+    finally:
+        gateway.close()
+        echo.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--side", type=int, default=2048)
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    image = overhead.photo(args.side)[None]
+    answer = np.ascontiguousarray(overhead.upscaled(image[0], args.scale)[None])
+    print(f"input {image.nbytes / 1e6:.1f} MB, answer {answer.nbytes / 1e6:.1f} MB\n")
+    print("| step | wall s | peak RSS growth (x tensor size) |\n|---|---|---|")
+    kserve, data = kserve_path(image, answer)
+    lean = lean_path(image, data) if importlib.util.find_spec("transformer.v2wire") else []
+    for title, rows in (("KServe's types", kserve), ("the gateway's v2wire", lean)):
+        print(f"| **{title}** | | |")
+        for name, wall, copies in rows:
+            print(f"| {name} | {wall:.3f} | {copies:.2f} |")
+    del data
+    trip = round_trip(image[0], args.side * args.scale, args.repeat)
+    print(
+        f"\nround trip, {args.side} px in, {args.side * args.scale} px back (code: "
+        f"{Path(sys.modules['transformer'].__file__).parent.parent}): {trip['wall']:.3f} s wall, "
+        f"{trip['cpu']:.3f} s CPU (both processes), gateway peak RSS +"
+        f"{trip['peak_growth'] / 1e6:.0f} MB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
