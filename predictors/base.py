@@ -100,7 +100,6 @@ class EnhanceModel(Model):
         self.compile_net = compile_net
         self.load_error: str | None = None
         self.loaded: LoadedModel | None = None
-        self._fp32_state: dict[str, torch.Tensor] | None = None
         # One inference at a time per process: the event loop stays free for health checks,
         # and facexlib's detector keeps per-call state on itself.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.task)
@@ -112,7 +111,7 @@ class EnhanceModel(Model):
     @property
     def tiling(self) -> dict[str, Any]:
         """The tiler's arguments that come from the server's settings."""
-        return {"device": self.device, "dtype": self.dtype, "tile_batch": self.tile_batch}
+        return {"device": self.device, "tile_batch": self.tile_batch}
 
     def load(self) -> bool:
         try:
@@ -120,10 +119,9 @@ class EnhanceModel(Model):
                 self.task, self.variant, self.model_dir, self.allow_unverified
             )
             if self.dtype != torch.float32:
-                # The fp32 weights stay on the host for the guard's recomputation.
-                self._fp32_state = dict(self.net.state_dict())
+                self._check_precision()
                 self.net.register_forward_hook(_refuse_non_finite)
-            self.loaded.descriptor.to(self.device, self.dtype)
+            self.loaded.descriptor.to(self.device)
             self.prepare()
             if self.compile_net:
                 self.net.compile()
@@ -140,12 +138,23 @@ class EnhanceModel(Model):
         log.info("%s/%s ready on %s (%s)", self.task, self.variant, self.device, self.dtype)
         return True
 
+    def _check_precision(self) -> None:
+        descriptor = self.loaded.descriptor
+        safe = {
+            torch.float16: descriptor.supports_half,
+            torch.bfloat16: descriptor.supports_bfloat16,
+        }
+        if not safe[self.dtype]:
+            raise ValueError(
+                f"{descriptor.architecture.name} is not safe in {self.dtype}: use --precision auto"
+            )
+
     def warm_up(self) -> None:
         """One small request, so that compilation happens before the model says it is ready."""
         grey = np.full((WARM_UP_SIDE, WARM_UP_SIDE, 3), 128, np.uint8)
         params = {name: p.default for name, p in self.params.items()}
         with torch.inference_mode():
-            self.enhance(grey, params)
+            self.guarded_enhance(grey, params)
 
     def get_input_types(self) -> list[dict]:
         return [{"name": v2codec.IMAGE, "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
@@ -166,29 +175,20 @@ class EnhanceModel(Model):
         return torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
     def guarded_enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
-        """`enhance`; in half precision, an answer with NaN/inf, or black for a photo that is
-        not, is computed again in fp32."""
-        if self._fp32_state is None:
+        """`enhance` in the chosen precision (fp32 weights, half-precision autocast); an answer
+        with NaN/inf, or black for a photo that is not, is computed again in fp32."""
+        if self.dtype == torch.float32:
             return self.enhance(rgb, params)
         try:
-            out, extra = self.enhance(rgb, params)
+            with torch.autocast(self.device.type, self.dtype):
+                out, extra = self.enhance(rgb, params)
             if out.max() > 0 or rgb.max() <= BLACK_INPUT_MAX:
                 return out, extra
             problem = "an all-black answer"
         except NonFinite:
             problem = "NaN or inf"
         log.warning("%s in %s gave %s: recomputing in fp32", self.task, self.dtype, problem)
-        return self._in_fp32(rgb, params)
-
-    def _in_fp32(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
-        half = self.dtype
-        self.net.to(torch.float32).load_state_dict(self._fp32_state)
-        self.dtype = torch.float32
-        try:
-            return self.enhance(rgb, params)
-        finally:
-            self.dtype = half
-            self.net.to(half)
+        return self.enhance(rgb, params)
 
     def _enhance_batch(self, images: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         outputs, totals = [], {}
