@@ -10,7 +10,12 @@ from .base import EnhanceModel
 from .tiling import run_tiles_retrying
 from .v2codec import Param
 
-TILE_OVERLAP = 32
+# Measured with the trained x4plus (bench/tiling_fidelity.py, README "Tiling fidelity"): a pixel
+# needs about 64 px of real context on each side to come within 2 grey levels of the whole
+# image, so tiles overlap by 2 x 64 + the 16 px cross-fade. x2 and x1 models see their input
+# pixel-unshuffled, so their context (in input px) is 2x and 4x wider (capped at tile / 2).
+TILE_OVERLAP = 144
+TILE_FEATHER = 16
 
 
 class UpscaleModel(EnhanceModel):
@@ -31,7 +36,8 @@ class UpscaleModel(EnhanceModel):
             self.to_tensor(rgb),
             scale=native,
             tile=params["tile_size"],
-            overlap=TILE_OVERLAP,
+            overlap=TILE_OVERLAP * align,
+            feather=TILE_FEATHER * align,
             align=align,
             **self.tiling,
         )
