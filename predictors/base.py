@@ -100,6 +100,7 @@ class EnhanceModel(Model):
         self.compile_net = compile_net
         self.load_error: str | None = None
         self.loaded: LoadedModel | None = None
+        self._fp32_now = False  # the guard's recomputation
         # One inference at a time per process: the event loop stays free for health checks,
         # and facexlib's detector keeps per-call state on itself.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.task)
@@ -174,21 +175,35 @@ class EnhanceModel(Model):
         """HxWx3 uint8 -> a [1, 3, H, W] uint8 view of it (the tiler converts tile by tile)."""
         return torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
+    def half_precision(self) -> torch.autocast:
+        """Autocast to the chosen half precision around a network call (weights stay fp32).
+        Only around our network: facexlib's helpers and numpy conversions need fp32."""
+        enabled = self.dtype != torch.float32 and not self._fp32_now
+        return torch.autocast(self.device.type, self.dtype, enabled=enabled)
+
+    def run_net(self, image: torch.Tensor) -> torch.Tensor:
+        """The spandrel model on [N, C, H, W] in 0..1, in the chosen precision."""
+        with self.half_precision():
+            return self.loaded.descriptor(image)
+
     def guarded_enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
-        """`enhance` in the chosen precision (fp32 weights, half-precision autocast); an answer
-        with NaN/inf, or black for a photo that is not, is computed again in fp32."""
+        """`enhance`; in half precision, an answer with NaN/inf, or black for a photo that is
+        not, is computed again in fp32."""
         if self.dtype == torch.float32:
             return self.enhance(rgb, params)
         try:
-            with torch.autocast(self.device.type, self.dtype):
-                out, extra = self.enhance(rgb, params)
+            out, extra = self.enhance(rgb, params)
             if out.max() > 0 or rgb.max() <= BLACK_INPUT_MAX:
                 return out, extra
             problem = "an all-black answer"
         except NonFinite:
             problem = "NaN or inf"
         log.warning("%s in %s gave %s: recomputing in fp32", self.task, self.dtype, problem)
-        return self.enhance(rgb, params)
+        self._fp32_now = True
+        try:
+            return self.enhance(rgb, params)
+        finally:
+            self._fp32_now = False
 
     def _enhance_batch(self, images: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         outputs, totals = [], {}

@@ -17,7 +17,7 @@ class RestoreModel(EnhanceModel):
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         result = run_tiles_retrying(
-            self.loaded.descriptor,
+            self.run_net,
             self.to_tensor(rgb),
             scale=1,
             tile=params["tile_size"],

@@ -32,7 +32,7 @@ class UpscaleModel(EnhanceModel):
         if pad_h or pad_w:
             rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         result = run_tiles_retrying(
-            self.loaded.descriptor,
+            self.run_net,
             self.to_tensor(rgb),
             scale=native,
             tile=params["tile_size"],
