@@ -22,6 +22,7 @@ class UpscaleModel(EnhanceModel):
     task = "upscale"
     params = {"scale": Param(int, 4, 1, 8), "tile_size": Param(int, 512, 0)}
     half_dtype = torch.float16  # the authors' default on GPU; spandrel marks ESRGAN fp16-safe
+    channels_last = True  # convolutions only: the layout tensor cores prefer
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         height, width = rgb.shape[:2]
