@@ -86,7 +86,7 @@ def to_uint8(chw: torch.Tensor, out_hwc: torch.Tensor, with_torch: bool = False)
         planes, out = chw.float().numpy(), out_hwc.numpy()
         for row in range(0, planes.shape[1], CPU_ROWS):
             rows = [cv2.multiply(p[row : row + CPU_ROWS], 255.0, dtype=cv2.CV_8U) for p in planes]
-            out[row : row + CPU_ROWS] = cv2.merge(rows)
+            cv2.merge(rows, dst=out[row : row + CPU_ROWS])  # a view: written in place
         return
     rows = chw.float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
     out_hwc.copy_(rows.permute(1, 2, 0), non_blocking=True)
