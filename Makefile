@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint format run bench clean browser
+.PHONY: venv test lint format run bench bench-gpu clean browser
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ format: venv
 
 run: venv
 	$(PY) hack/run-local
+
+# Every predictor on this machine's GPU (see README, "GPU benchmark"); writes bench-gpu.json.
+bench-gpu: venv
+	$(PY) bench/gpu.py --json bench-gpu.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache

@@ -13,7 +13,7 @@ from kserve.protocol.dataplane import DataPlane
 
 import archs
 
-from .base import EnhanceModel, choose_device, env_flag
+from .base import PRECISIONS, EnhanceModel, choose_device, env_flag
 from .colorize import ColorizeModel
 from .face_restore import FaceRestoreModel
 from .restore import RestoreModel
@@ -53,6 +53,25 @@ def parse_args() -> argparse.Namespace:
         help="serve files whose size/sha256 differ from the official release",
     )
     parser.add_argument("--force_cpu", action="store_true")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *PRECISIONS],
+        default=os.environ.get("PRECISION", "auto"),
+        help="auto (default, $PRECISION): fp16 for Real-ESRGAN, bf16 for the others on CUDA, "
+        "fp32 on CPU",
+    )
+    parser.add_argument(
+        "--tile_batch",
+        type=int,
+        default=int(os.environ.get("TILE_BATCH") or 1),
+        help="equal-size tiles per forward ($TILE_BATCH, 1)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=env_flag("COMPILE"),
+        help="torch.compile the network, warmed up before ready ($COMPILE)",
+    )
     # Strict: a mistyped flag (in a chart, say) stops the predictor instead of being ignored.
     return parser.parse_args()
 
@@ -66,6 +85,9 @@ def main() -> None:
         variant,
         allow_unverified=args.allow_unverified_weights or env_flag("ALLOW_UNVERIFIED_WEIGHTS"),
         device=choose_device(args.force_cpu),
+        precision=args.precision,
+        tile_batch=args.tile_batch,
+        compile_net=args.compile,
     )
     server = ModelServer()
     server.dataplane = PredictorDataPlane(server.registered_models)

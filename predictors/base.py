@@ -24,6 +24,16 @@ from .v2codec import Param
 log = logging.getLogger(__name__)
 
 
+WARM_UP_SIDE = 64
+
+
+def _refuse_non_finite(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+    """Forward hook of half-precision networks: NaN or inf anywhere raises NonFinite."""
+    tensor = output[0] if isinstance(output, tuple | list) else output
+    if output is not None and tensor.dtype != torch.float32 and not tensor.isfinite().all():
+        raise NonFinite(f"{type(module).__name__} gave NaN or inf")
+
+
 class NotLoaded(ModelNotReady):
     """ModelNotReady that KServe 0.21's gRPC error mapping can read (it expects `.reason`)."""
 
@@ -42,13 +52,35 @@ def choose_device(force_cpu: bool = False) -> torch.device:
     return torch.device("cuda")
 
 
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# An input brighter than this that comes back all zero is a half-precision failure, not a photo.
+BLACK_INPUT_MAX = 8
+
+
+class NonFinite(ArithmeticError):
+    """A half-precision forward gave NaN or inf."""
+
+
+def choose_dtype(precision: str, device: torch.device, half: torch.dtype) -> torch.dtype:
+    """`auto`: the family's half precision on CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        return half if device.type == "cuda" else torch.float32
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        choices = ", ".join(["auto", *PRECISIONS])
+        raise ValueError(f"precision must be one of {choices}, not {precision!r}") from None
+
+
 class EnhanceModel(Model):
     """A KServe model serving one task. Subclasses set `task`, `params` and `enhance`."""
 
     task: ClassVar[str]
     params: ClassVar[dict[str, Param]] = {}
-    # Precision on CUDA; only families that are numerically safe in half precision lower it.
-    cuda_dtype: ClassVar[torch.dtype] = torch.float32
+    # What `--precision auto` uses on CUDA: bf16 unless the family is known to be fp16-safe.
+    half_dtype: ClassVar[torch.dtype] = torch.bfloat16
+    # channels_last memory on CUDA (no measurable gain on this project's CPU, so CUDA only).
+    channels_last: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -56,15 +88,21 @@ class EnhanceModel(Model):
         variant: str | None = None,
         allow_unverified: bool = False,
         device: torch.device | None = None,
+        precision: str = "auto",
+        tile_batch: int = 1,
+        compile_net: bool = False,
     ):
         super().__init__(self.task)
         self.model_dir = Path(model_dir)
         self.variant = variant or archs.DEFAULT_VARIANT[self.task]
         self.allow_unverified = allow_unverified
         self.device = device or choose_device()
-        self.dtype = self.cuda_dtype if self.device.type == "cuda" else torch.float32
+        self.dtype = choose_dtype(precision, self.device, self.half_dtype)
+        self.tile_batch = max(1, tile_batch)
+        self.compile_net = compile_net
         self.load_error: str | None = None
         self.loaded: LoadedModel | None = None
+        self._fp32_now = False  # the guard's recomputation
         # One inference at a time per process: the event loop stays free for health checks,
         # and facexlib's detector keeps per-call state on itself.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.task)
@@ -73,13 +111,26 @@ class EnhanceModel(Model):
     def net(self) -> torch.nn.Module:
         return self.loaded.descriptor.model
 
+    @property
+    def tiling(self) -> dict[str, Any]:
+        """The tiler's arguments that come from the server's settings."""
+        return {"device": self.device, "tile_batch": self.tile_batch}
+
     def load(self) -> bool:
         try:
             self.loaded = archs.load_task_model(
                 self.task, self.variant, self.model_dir, self.allow_unverified
             )
-            self.loaded.descriptor.to(self.device, self.dtype)
+            if self.dtype != torch.float32:
+                self._check_precision()
+                self.net.register_forward_hook(_refuse_non_finite)
+            self.loaded.descriptor.to(self.device)
+            if self.channels_last and self.device.type == "cuda":
+                self.net.to(memory_format=torch.channels_last)
             self.prepare()
+            if self.compile_net:
+                self.net.compile()
+                self.warm_up()
         except (WeightsError, ValueError) as exc:
             self.load_error = str(exc)
             log.error("%s is not ready: %s", self.task, exc)
@@ -91,6 +142,24 @@ class EnhanceModel(Model):
         self.ready = True
         log.info("%s/%s ready on %s (%s)", self.task, self.variant, self.device, self.dtype)
         return True
+
+    def _check_precision(self) -> None:
+        descriptor = self.loaded.descriptor
+        safe = {
+            torch.float16: descriptor.supports_half,
+            torch.bfloat16: descriptor.supports_bfloat16,
+        }
+        if not safe[self.dtype]:
+            raise ValueError(
+                f"{descriptor.architecture.name} is not safe in {self.dtype}: use --precision auto"
+            )
+
+    def warm_up(self) -> None:
+        """One small request, so that compilation happens before the model says it is ready."""
+        grey = np.full((WARM_UP_SIDE, WARM_UP_SIDE, 3), 128, np.uint8)
+        params = {name: p.default for name, p in self.params.items()}
+        with torch.inference_mode():
+            self.guarded_enhance(grey, params)
 
     def get_input_types(self) -> list[dict]:
         return [{"name": v2codec.IMAGE, "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
@@ -105,21 +174,48 @@ class EnhanceModel(Model):
         """One HxWx3 RGB uint8 image in, the result and response parameters out."""
         raise NotImplementedError
 
-    def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
-        """HxWx3 uint8 -> [1, 3, H, W] float in 0..1, on the host."""
-        return torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div_(255)
-
     @staticmethod
-    def to_image(tensor: torch.Tensor) -> np.ndarray:
-        """[1, 3, H, W] float in 0..1 -> HxWx3 uint8."""
-        array = tensor[0].clamp_(0, 1).mul_(255).round_().byte().permute(1, 2, 0)
-        return np.ascontiguousarray(array.numpy())
+    def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+        """HxWx3 uint8 -> a [1, 3, H, W] uint8 view of it (the tiler converts tile by tile)."""
+        return torch.from_numpy(rgb).permute(2, 0, 1)[None]
+
+    def half_precision(self) -> torch.autocast:
+        """Autocast to the chosen half precision around a network call (weights stay fp32).
+        Only around our network: facexlib's helpers and numpy conversions need fp32."""
+        enabled = self.dtype != torch.float32 and not self._fp32_now
+        return torch.autocast(self.device.type, self.dtype, enabled=enabled)
+
+    def run_net(self, image: torch.Tensor) -> torch.Tensor:
+        """The spandrel model on [N, C, H, W] in 0..1, in the chosen precision."""
+        if self.channels_last and image.is_cuda:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with self.half_precision():
+            return self.loaded.descriptor(image)
+
+    def guarded_enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
+        """`enhance`; in half precision, an answer with NaN/inf, or black for a photo that is
+        not, is computed again in fp32."""
+        if self.dtype == torch.float32:
+            return self.enhance(rgb, params)
+        try:
+            out, extra = self.enhance(rgb, params)
+            if out.max() > 0 or rgb.max() <= BLACK_INPUT_MAX:
+                return out, extra
+            problem = "an all-black answer"
+        except NonFinite:
+            problem = "NaN or inf"
+        log.warning("%s in %s gave %s: recomputing in fp32", self.task, self.dtype, problem)
+        self._fp32_now = True
+        try:
+            return self.enhance(rgb, params)
+        finally:
+            self._fp32_now = False
 
     def _enhance_batch(self, images: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         outputs, totals = [], {}
         with torch.inference_mode():
             for rgb in images:
-                out, extra = self.enhance(rgb, params)
+                out, extra = self.guarded_enhance(rgb, params)
                 outputs.append(out)
                 for key, value in extra.items():
                     totals[key] = totals.get(key, 0) + value

@@ -33,8 +33,9 @@ class ColorizeModel(EnhanceModel):
         small_l = cv2.cvtColor(cv2.resize(image, (side, side)), cv2.COLOR_RGB2Lab)[:, :, :1]
         grey_lab = np.concatenate([small_l, np.zeros_like(small_l), np.zeros_like(small_l)], -1)
         grey_rgb = cv2.cvtColor(grey_lab, cv2.COLOR_Lab2RGB)
-        tensor = torch.from_numpy(grey_rgb).permute(2, 0, 1)[None].to(self.device, self.dtype)
-        ab = self.net(tensor).float()
+        tensor = torch.from_numpy(grey_rgb).permute(2, 0, 1)[None].to(self.device)
+        with self.half_precision():
+            ab = self.net(tensor).float()
         ab = F.interpolate(ab, size=(height, width), mode="bilinear", align_corners=False)
         ab = ab[0].clamp_(*AB_RANGE).permute(1, 2, 0).cpu().numpy()
         lab = np.concatenate([full_l, ab], axis=-1)

@@ -53,8 +53,9 @@ class FaceRestoreModel(EnhanceModel):
 
     def _restore_face(self, face_bgr: np.ndarray, fidelity: float) -> np.ndarray:
         tensor = torch.from_numpy(face_bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None]
-        tensor = tensor.to(self.device, self.dtype).div(255).sub(0.5).div(0.5)
-        out = self.net(tensor, weight=fidelity)[0].float().clamp(-1, 1)
+        tensor = tensor.to(self.device, torch.float32).div(255).sub(0.5).div(0.5)
+        with self.half_precision():
+            out = self.net(tensor, weight=fidelity)[0].float().clamp(-1, 1)
         out = ((out + 1) / 2 * 255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(out[:, :, ::-1])
 

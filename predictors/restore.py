@@ -16,13 +16,12 @@ class RestoreModel(EnhanceModel):
     params = {"tile_size": Param(int, 0, 0)}
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
-        out = run_tiles_retrying(
-            self.loaded.descriptor,
+        result = run_tiles_retrying(
+            self.run_net,
             self.to_tensor(rgb),
             scale=1,
             tile=params["tile_size"],
             overlap=TILE_OVERLAP,
-            device=self.device,
-            dtype=self.dtype,
+            **self.tiling,
         )
-        return self.to_image(out), {}
+        return result, {}
