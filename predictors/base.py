@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 import archs
 from archs import LoadedModel, WeightsError
 
-from . import v2codec
+from . import cancel, v2codec
 from .v2codec import Param
 
 log = logging.getLogger(__name__)
@@ -119,6 +118,7 @@ class EnhanceModel(Model):
         outputs, totals = [], {}
         with torch.inference_mode():
             for rgb in images:
+                cancel.check()
                 out, extra = self.enhance(rgb, params)
                 outputs.append(out)
                 for key, value in extra.items():
@@ -137,9 +137,8 @@ class EnhanceModel(Model):
             raise InvalidInput("this model speaks the Open Inference Protocol v2 only")
         images = v2codec.decode_images(payload)
         params = v2codec.decode_parameters(payload.parameters, self.params)
-        loop = asyncio.get_running_loop()
-        outputs, extra = await loop.run_in_executor(
-            self._executor, self._enhance_batch, images, params
+        outputs, extra = await cancel.run_in_thread(
+            self._executor, self.task, self._enhance_batch, images, params
         )
         # variant and device let the gateway's /health say what serves each task
         extra.update(variant=self.variant, device=self.device.type)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from facexlib.utils.face_restoration_helper import FaceRestoreHelper
 
+from . import cancel
 from .base import EnhanceModel
 from .v2codec import Param
 
@@ -78,6 +79,7 @@ class FaceRestoreModel(EnhanceModel):
         )
         helper.align_warp_face()
         for face in helper.cropped_faces:
+            cancel.check()
             helper.add_restored_face(self._restore_face(face, fidelity))
         helper.get_inverse_affine(None)
         out = helper.paste_faces_to_input_image()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import cancel
 from .base import EnhanceModel
 from .tiling import run_tiles_retrying
 from .v2codec import Param
@@ -24,5 +25,6 @@ class RestoreModel(EnhanceModel):
             overlap=TILE_OVERLAP,
             device=self.device,
             dtype=self.dtype,
+            should_stop=cancel.should_stop,
         )
         return self.to_image(out), {}

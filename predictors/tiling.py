@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from .cancel import Cancelled
+
 log = logging.getLogger(__name__)
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -52,8 +54,12 @@ def run_tiles(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     align: int = 1,
+    should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
-    """`image` is [1, C, H, W] float on the host; returns [1, C, H*scale, W*scale] on the host."""
+    """`image` is [1, C, H, W] float on the host; returns [1, C, H*scale, W*scale] on the host.
+
+    `should_stop` is asked before each tile; when it says True, `Cancelled` is raised.
+    """
     _, channels, height, width = image.shape
     if tile <= 0 or (tile >= height and tile >= width):
         return model(image.to(device, dtype)).float().cpu()
@@ -63,6 +69,8 @@ def run_tiles(
     weights = torch.zeros(1, 1, height * scale, width * scale)
     for y in _starts(height, tile, overlap, align):
         for x in _starts(width, tile, overlap, align):
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped between tiles")
             th, tw = min(tile, height - y), min(tile, width - x)
             patch = image[:, :, y : y + th, x : x + tw].to(device, dtype)
             result = model(patch).float().cpu()

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import cancel
 from .base import EnhanceModel
 from .tiling import run_tiles_retrying
 from .v2codec import Param
@@ -36,6 +37,7 @@ class UpscaleModel(EnhanceModel):
             overlap=TILE_OVERLAP,
             device=self.device,
             dtype=self.dtype,
+            should_stop=cancel.should_stop,
             align=align,
         )
         result = self.to_image(out[:, :, : height * native, : width * native])

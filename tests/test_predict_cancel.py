@@ -1,0 +1,120 @@
+"""Abandoned work stops: a cancelled or timed-out gRPC call frees the predictor within one tile.
+
+One restore predictor (NAFNet, generated weights) as a real process. The "big" request is a
+tiled restore of a 1024 px photo with 64 px tiles (441 tiles); the "small" one is a 64 px photo
+in one piece. Waits are measured in the test against the big request's cost, estimated from a
+timed 256 px request with the same tiles (25 tiles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+from tests.servers import running_predictor
+from tests.v2clients import CHANNEL, infer_grpc
+
+TILE = 64
+BIG_SIDE = 1024
+
+
+def tile_count(side: int, tile: int = TILE, overlap: int = TILE // 4) -> int:
+    """Tiles of a square image (the tiler's rule: stride tile - overlap, last tile flush)."""
+    return (-(-(side - tile) // (tile - overlap)) + 1) ** 2
+
+
+def infer_request(image: np.ndarray, **params: int) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="restore", id="cancel-test")
+    tensor = request.inputs.add(name="image", datatype="UINT8", shape=[1, *image.shape])
+    del tensor  # the data travels in raw_input_contents
+    request.raw_input_contents.append(np.ascontiguousarray(image).tobytes())
+    for key, value in params.items():
+        request.parameters[key].int64_param = value
+    return request
+
+
+@pytest.fixture(scope="module")
+def restore(weights, tmp_path_factory):
+    with running_predictor(
+        "restore", weights.model_dir("restore", "denoise"), tmp_path_factory.mktemp("cancel")
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def photos(astronaut):
+    big = np.tile(astronaut, (BIG_SIDE // 512, BIG_SIDE // 512, 1))
+    return big, astronaut[200:264, 200:264].copy()
+
+
+@pytest.fixture(scope="module")
+def big_cost(restore, photos):
+    """Seconds the big tiled request would take: its tiles times one tile's measured cost."""
+    big, _ = photos
+    sample = big[:256, :256]
+    infer_grpc(restore.grpc, "restore", sample[:128, :128], tile_size=TILE)  # warm up
+    start = time.monotonic()
+    infer_grpc(restore.grpc, "restore", sample, tile_size=TILE)
+    per_tile = (time.monotonic() - start) / tile_count(256)
+    return per_tile * tile_count(BIG_SIDE)
+
+
+def small_wait(restore, small) -> float:
+    start = time.monotonic()
+    out, _ = infer_grpc(restore.grpc, "restore", small)
+    assert out.shape == small.shape
+    return time.monotonic() - start
+
+
+async def abandon(address: str, request, *, deadline: float | None, cancel_after: float | None):
+    """Send `request` and give up on it (deadline or explicit cancel); returns the status code."""
+    async with grpc.aio.insecure_channel(address, options=CHANNEL) as channel:
+        call = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=deadline)
+        if cancel_after is not None:
+            await asyncio.sleep(cancel_after)  # the call is running on the server meanwhile
+            call.cancel()
+        try:
+            await call
+        except grpc.RpcError as exc:
+            return exc.code()
+        except asyncio.CancelledError:
+            return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    "how", [{"deadline": 1.5, "cancel_after": None}, {"deadline": None, "cancel_after": 1.5}]
+)
+def test_next_request_waits_at_most_a_tile_after_an_abandoned_one(restore, photos, big_cost, how):
+    big, small = photos
+    assert big_cost > 10, "the big request must be long enough to tell stopping from finishing"
+    code = asyncio.run(abandon(restore.grpc, infer_request(big, tile_size=TILE), **how))
+    assert code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+    wait = small_wait(restore, small)
+    print(f"abandoned {how}: big request ~{big_cost:.1f} s, the next small one waited {wait:.2f} s")
+    # Finishing the big request would take big_cost - 1.5 s more; one tile is 1/441 of it.
+    assert wait < big_cost / 10, (wait, big_cost)
+    assert "stopping its work" in restore.log()
+
+
+def test_a_request_whose_deadline_passed_in_the_queue_never_starts(restore, photos, big_cost):
+    big, small = photos
+
+    async def both():
+        request = infer_request(big, tile_size=TILE)
+        return await asyncio.gather(
+            abandon(restore.grpc, request, deadline=3, cancel_after=None),
+            abandon(restore.grpc, request, deadline=1, cancel_after=None),
+        )
+
+    codes = asyncio.run(both())
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+    wait = small_wait(restore, small)
+    assert wait < big_cost / 10, (wait, big_cost)
+    assert "dropped before it started" in restore.log()
