@@ -16,6 +16,7 @@ import archs
 from .base import EnhanceModel, choose_device, env_flag
 from .colorize import ColorizeModel
 from .face_restore import FaceRestoreModel
+from .limits import DEFAULT_MAX_FACES, DEFAULT_MAX_RENDER_FACTOR, env_int
 from .restore import RestoreModel
 from .upscale import UpscaleModel
 from .v2codec import request_from_binary_rest
@@ -53,8 +54,31 @@ def parse_args() -> argparse.Namespace:
         help="serve files whose size/sha256 differ from the official release",
     )
     parser.add_argument("--force_cpu", action="store_true")
+    parser.add_argument(
+        "--max_faces",
+        type=int,
+        default=env_int("MAX_FACES", DEFAULT_MAX_FACES),
+        help="face-restore: faces restored per image, the largest first (env MAX_FACES)",
+    )
+    parser.add_argument(
+        "--max_render_factor",
+        type=int,
+        default=env_int("MAX_RENDER_FACTOR", DEFAULT_MAX_RENDER_FACTOR),
+        help="colorize: the largest render_factor served (env MAX_RENDER_FACTOR)",
+    )
     args, _ = parser.parse_known_args()
+    if args.max_faces < 1 or not 1 <= args.max_render_factor <= 100:
+        parser.error("--max_faces must be >= 1 and --max_render_factor in 1..100")
     return args
+
+
+def task_options(args: argparse.Namespace) -> dict:
+    """The settings only one task reads."""
+    if args.task == "face-restore":
+        return {"max_faces": args.max_faces}
+    if args.task == "colorize":
+        return {"max_render_factor": args.max_render_factor}
+    return {}
 
 
 def main() -> None:
@@ -66,6 +90,7 @@ def main() -> None:
         variant,
         allow_unverified=args.allow_unverified_weights or env_flag("ALLOW_UNVERIFIED_WEIGHTS"),
         device=choose_device(args.force_cpu),
+        **task_options(args),
     )
     server = ModelServer()
     server.dataplane = PredictorDataPlane(server.registered_models)

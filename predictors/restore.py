@@ -6,6 +6,7 @@ import numpy as np
 
 from . import cancel
 from .base import EnhanceModel
+from .limits import tile_size_check
 from .tiling import run_tiles_retrying
 from .v2codec import Param
 
@@ -14,7 +15,7 @@ TILE_OVERLAP = 32
 
 class RestoreModel(EnhanceModel):
     task = "restore"
-    params = {"tile_size": Param(int, 0, 0)}
+    params = {"tile_size": Param(int, 0, 0, check=tile_size_check)}
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         out = run_tiles_retrying(

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from . import cancel
 from .base import EnhanceModel
+from .limits import tile_size_check
 from .tiling import run_tiles_retrying
 from .v2codec import Param
 
@@ -17,7 +18,7 @@ TILE_OVERLAP = 32
 
 class UpscaleModel(EnhanceModel):
     task = "upscale"
-    params = {"scale": Param(int, 4, 1, 8), "tile_size": Param(int, 512, 0)}
+    params = {"scale": Param(int, 4, 1, 8), "tile_size": Param(int, 512, 0, check=tile_size_check)}
     cuda_dtype = torch.float16  # the authors' default on GPU
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:

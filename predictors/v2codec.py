@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ class Param:
     default: Any
     low: float | None = None
     high: float | None = None
+    # A server-side bound beyond the range: returns what is wrong with a value, or None.
+    check: Callable[[Any], str | None] | None = None
 
 
 def _plain(name: str, value: Any) -> Any:
@@ -80,6 +83,8 @@ def decode_parameters(raw: Any, specs: dict[str, Param]) -> dict[str, Any]:
         ):
             bounds = f"{spec.low}..{spec.high}" if spec.high is not None else f">= {spec.low}"
             raise InvalidInput(f"parameter {name!r} must be in {bounds}, got {value}")
+        if spec.check and (problem := spec.check(value)):
+            raise InvalidInput(f"parameter {name!r} {problem}; got {value}")
         values[name] = value
     return values
 

@@ -1,0 +1,44 @@
+"""Bounds on one request's work, checked before the work starts (the gateway checks them too).
+
+- `tile_size`: 0 (the whole image) or at least TILE_FLOOR. Smaller tiles cost far more than they
+  save: each tile carries a fixed overlap and a network call, and a 128 px image in 8 px tiles
+  took minutes (1 px: hours). 64 px is also where the CUDA out-of-memory retry stops halving.
+- `MAX_FACES`: faces restored per image, the largest first (a crowd photo holds hundreds).
+- `MAX_RENDER_FACTOR`: DDColor's input side is 16 x render_factor and its memory grows with the
+  square of that (bench/colorize_memory.py); the default fits the chart's colorize memory request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+TILE_FLOOR = 64
+DEFAULT_MAX_FACES = 16
+DEFAULT_MAX_RENDER_FACTOR = 64
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {value!r}") from None
+
+
+def tile_size_check(value: int) -> str | None:
+    if 0 < value < TILE_FLOOR:
+        return (
+            f"must be 0 (the whole image) or at least {TILE_FLOOR}: smaller tiles multiply "
+            "the work (each tile adds its overlap and a network call) and save no memory"
+        )
+    return None
+
+
+def at_most(limit: int, setting: str, why: str) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        if value > limit:
+            return f"must be at most {limit} on this server ({setting}): {why}"
+        return None
+
+    return check
