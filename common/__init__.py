@@ -1,0 +1,1 @@
+"""Code shared by the gateway (transformer) and the predictors."""
