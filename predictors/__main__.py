@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import threading
 
 from kserve import ModelServer, model_server
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import ModelNotFound
 from kserve.protocol.dataplane import DataPlane
 
 import archs
+from common.limits import max_render_factor
+from common.logs import configure_logging
 
+from . import surface
 from .base import EnhanceModel, choose_device, env_flag
 from .colorize import ColorizeModel
 from .face_restore import FaceRestoreModel
-from .limits import DEFAULT_MAX_FACES, DEFAULT_MAX_RENDER_FACTOR, env_int
+from .limits import DEFAULT_MAX_FACES, env_int
 from .restore import RestoreModel
+from .shutdown import GracefulShutdown
 from .upscale import UpscaleModel
 from .v2codec import request_from_binary_rest
+
+# The chart's terminationGracePeriodSeconds (30) less time to cancel and exit.
+DEFAULT_SHUTDOWN_GRACE = 25
 
 MODELS: dict[str, type[EnhanceModel]] = {
     m.task: m for m in (ColorizeModel, RestoreModel, FaceRestoreModel, UpscaleModel)
@@ -33,6 +40,14 @@ class PredictorDataPlane(DataPlane):
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()
         return bool(models) and all([await m.healthy() for m in models])
+
+    async def get_model(self, name: str):
+        # KServe's loads a model that is not ready, on the event loop, once per request; ours
+        # loads once in the background and its predict answers "not ready" meanwhile.
+        model = self.model_registry.get_model(name)
+        if model is None:
+            raise ModelNotFound(name)
+        return model
 
     def decode_inference_request(self, body, headers, model_name):
         if isinstance(body, bytes):
@@ -63,8 +78,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--max_render_factor",
         type=int,
-        default=env_int("MAX_RENDER_FACTOR", DEFAULT_MAX_RENDER_FACTOR),
+        default=max_render_factor(os.environ),
         help="colorize: the largest render_factor served (env MAX_RENDER_FACTOR)",
+    )
+    parser.add_argument(
+        "--shutdown_grace_seconds",
+        type=float,
+        default=env_int("SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE),
+        help="on SIGTERM, how long running work may finish before it is cancelled "
+        "(env SHUTDOWN_GRACE_SECONDS; keep it below the pod's terminationGracePeriodSeconds)",
     )
     args, _ = parser.parse_known_args()
     if args.max_faces < 1 or not 1 <= args.max_render_factor <= 100:
@@ -83,7 +105,8 @@ def task_options(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args = parse_args()
-    logging.basicConfig(level=logging.INFO)
+    configure_logging()  # LOG_FORMAT=text|json, LOG_LEVEL; before KServe's ModelServer
+    surface.quiet_probe_logs()
     variant = args.variant or os.environ.get(archs.VARIANT_ENV[args.task]) or None
     model = MODELS[args.task](
         args.model_dir,
@@ -92,8 +115,11 @@ def main() -> None:
         device=choose_device(args.force_cpu),
         **task_options(args),
     )
-    server = ModelServer()
+    server = ModelServer(grace_period=max(1, round(args.shutdown_grace_seconds)))
     server.dataplane = PredictorDataPlane(server.registered_models)
+    server.model_repository_extension = surface.ClosedRepository(server.registered_models)
+    surface.install_routes(model_server.app, server.dataplane)
+    GracefulShutdown(model, args.shutdown_grace_seconds).install(model_server.app)
     server.register_model(model)
     # Serve liveness at once; readiness follows the load (large checkpoints take a while).
     threading.Thread(target=model.load, name="load", daemon=True).start()

@@ -10,8 +10,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
 from kserve import Model
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 import archs
@@ -23,12 +25,14 @@ from .v2codec import Param
 log = logging.getLogger(__name__)
 
 
-class NotLoaded(ModelNotReady):
-    """ModelNotReady that KServe 0.21's gRPC error mapping can read (it expects `.reason`)."""
+class NotLoaded(GrpcException):
+    """The model is loading, failed to load, or is shutting down: gRPC UNAVAILABLE, REST 503
+    (predictors/surface.py). Not KServe's ModelNotReady, whose handlers log a traceback."""
+
+    status_code = StatusCode.UNAVAILABLE
 
     def __init__(self, model_name: str, detail: str):
-        super().__init__(model_name, detail)
-        self.reason = self.error_msg
+        super().__init__(f"Model with name {model_name} is not ready. {detail}")
 
 
 def env_flag(name: str) -> bool:

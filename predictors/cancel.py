@@ -19,13 +19,21 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 
-class Cancelled(Exception):
-    """The request's work stopped because its call was cancelled or its deadline passed."""
+class Cancelled(GrpcException):
+    """The request's work stopped: its call ended, or the server is shutting down.
+
+    Whoever still waits (only in a shutdown) gets gRPC UNAVAILABLE (REST: 503): retry elsewhere.
+    """
+
+    status_code = StatusCode.UNAVAILABLE
 
 
 class CancelToken:
@@ -51,6 +59,7 @@ class CancelToken:
         return self._event.is_set()
 
 
+_active: set[CancelToken] = set()  # requests in the inference thread or queued for it
 _current: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar(
     "cancel_token", default=None
 )
@@ -84,6 +93,7 @@ async def run_in_thread(executor: Executor, task: str, work: Callable[..., T], *
     """`work(*args)` in `executor`, told to stop when the awaiting call is cancelled."""
     token = CancelToken()
     future = asyncio.get_running_loop().run_in_executor(executor, run_with, token, work, *args)
+    _active.add(token)
     try:
         return await future
     except asyncio.CancelledError:
@@ -93,3 +103,18 @@ async def run_in_thread(executor: Executor, task: str, work: Callable[..., T], *
         else:
             log.info("%s: the call ended while queued; dropped before it started", task)
         raise
+    finally:
+        _active.discard(token)
+
+
+def busy() -> int:
+    """How many requests are running or queued."""
+    return len(_active)
+
+
+def cancel_all(reason: str) -> int:
+    """Tell every running or queued request to stop; returns how many there were."""
+    tokens = list(_active)
+    for token in tokens:
+        token.cancel(reason)
+    return len(tokens)

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from archs import ddcolor_input_side
+from common.limits import DEFAULT_MAX_RENDER_FACTOR
 
 from .base import EnhanceModel
-from .limits import DEFAULT_MAX_RENDER_FACTOR, at_most
+from .limits import at_most
 from .v2codec import Param
 
 AB_RANGE = (-128.0, 127.0)

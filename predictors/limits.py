@@ -4,8 +4,9 @@
   save: each tile carries a fixed overlap and a network call, and a 128 px image in 8 px tiles
   took minutes (1 px: hours). 64 px is also where the CUDA out-of-memory retry stops halving.
 - `MAX_FACES`: faces restored per image, the largest first (a crowd photo holds hundreds).
-- `MAX_RENDER_FACTOR`: DDColor's input side is 16 x render_factor and its memory grows with the
-  square of that (bench/colorize_memory.py); the default fits the chart's colorize memory request.
+- `MAX_RENDER_FACTOR` (common/limits.py, shared with the gateway): DDColor's input side is
+  16 x render_factor and its memory grows with the square of that (bench/colorize_memory.py);
+  the default fits the chart's colorize memory request.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Callable
 
 TILE_FLOOR = 64
 DEFAULT_MAX_FACES = 16
-DEFAULT_MAX_RENDER_FACTOR = 64
 
 
 def env_int(name: str, default: int) -> int:
