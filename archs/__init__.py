@@ -36,6 +36,7 @@ __all__ = [
     "files_for",
     "load_task_model",
     "model_file",
+    "variant_in_folder",
     "variants",
 ]
 
@@ -68,6 +69,13 @@ def required_files(task: str, variant: str, model_dir: Path) -> list[Path]:
             f"(fetch them with: hack/fetch-weights {task} --variant {variant})"
         )
     return paths
+
+
+def variant_in_folder(task: str, model_dir: Path) -> str | None:
+    """The variant whose official model file is the only one of `task`'s in `model_dir`."""
+    folder = Path(model_dir)
+    found = [v for v in variants(task) if (folder / model_file(task, v).filename).is_file()]
+    return found[0] if len(found) == 1 else None
 
 
 def load_task_model(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import threading
 
@@ -62,7 +63,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(parents=[model_server.parser], conflict_handler="resolve")
     parser.add_argument("task", choices=sorted(MODELS))
     parser.add_argument("--model_dir", required=True, help="folder with the official files")
-    parser.add_argument("--variant", help="default: $MODEL_<TASK> or the task's default")
+    parser.add_argument(
+        "--variant",
+        help="default: $MODEL_<TASK>, else the variant whose file is the only one in --model_dir, "
+        "else the task's default",
+    )
     parser.add_argument(
         "--allow_unverified_weights",
         action="store_true",
@@ -108,6 +113,13 @@ def main() -> None:
     configure_logging()  # LOG_FORMAT=text|json, LOG_LEVEL; before KServe's ModelServer
     surface.quiet_probe_logs()
     variant = args.variant or os.environ.get(archs.VARIANT_ENV[args.task]) or None
+    if variant is None and (variant := archs.variant_in_folder(args.task, args.model_dir)):
+        logging.getLogger("predictors").info(
+            "%s: no variant given; %s holds only %s's file: serving it",
+            args.task,
+            args.model_dir,
+            variant,
+        )
     model = MODELS[args.task](
         args.model_dir,
         variant,
