@@ -17,7 +17,7 @@ from common.limits import max_render_factor
 from common.logs import configure_logging
 
 from . import surface
-from .base import EnhanceModel, choose_device, env_flag
+from .base import EnhanceModel, NotLoaded, choose_device, env_flag
 from .colorize import ColorizeModel
 from .face_restore import FaceRestoreModel
 from .limits import DEFAULT_MAX_FACES, env_int
@@ -41,6 +41,15 @@ class PredictorDataPlane(DataPlane):
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()
         return bool(models) and all([await m.healthy() for m in models])
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False):
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        if not ready and disable_predictor_health_check:
+            # Only KServe's REST inference routes ask so; they would raise ModelNotReady, whose
+            # handler logs a traceback: NotLoaded answers 503 with the reason, quietly.
+            model = self.model_registry.get_model(model_name)
+            raise NotLoaded(model_name, model.load_error or "the weights are still loading")
+        return ready
 
     async def get_model(self, name: str):
         # KServe's loads a model that is not ready, on the event loop, once per request; ours
