@@ -145,6 +145,11 @@ def main() -> None:
     # Serve liveness at once; readiness follows the load (large checkpoints take a while).
     threading.Thread(target=model.load, name="load", daemon=True).start()
     server.start([])
+    logging.getLogger("predictors").info("%s: stopped", args.task)
+    # Everything is closed; the interpreter's own teardown (grpc's poller, torch) takes seconds
+    # more, which the pod's grace period may not have.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,11 @@ def run_with(token: CancelToken, work: Callable[..., T], *args) -> T:
         token.started = True
         _current.set(token)
         check()  # its call ended while it waited in the queue: drop it
-        return work(*args)
+        try:
+            return work(*args)
+        except Cancelled:
+            log.info("stopped after %d step(s): %s", token.checks, token.reason)
+            raise
 
     return contextvars.Context().run(call)
 

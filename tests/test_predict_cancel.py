@@ -1,27 +1,34 @@
-"""Abandoned work stops: a cancelled or timed-out gRPC call frees the predictor within one tile.
+"""Bounded and stoppable work on one restore predictor (NAFNet, generated weights), a real process:
+tiny tiles refused up front, abandoned requests stopped within a tile, requests whose deadline
+passed in the queue dropped, model load/unload not served, and SIGTERM drained within a grace.
 
-One restore predictor (NAFNet, generated weights) as a real process. The "big" request is a
-tiled restore of a 1024 px photo with 64 px tiles (441 tiles); the "small" one is a 64 px photo
-in one piece. Waits are measured in the test against the big request's cost, estimated from a
-timed 256 px request with the same tiles (25 tiles).
+The "big" request is a tiled restore of a 1024 px photo with 64 px tiles (441 tiles); the "small"
+one is a 64 px photo in one piece. Waits are measured in the test against the big request's
+cost, estimated from a timed 256 px request with the same tiles (25 tiles). SIGTERM comes last:
+it ends the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+from predictors.shutdown import CANCEL_SETTLE_SECONDS
 from tests.servers import running_predictor
-from tests.v2clients import CHANNEL, infer_grpc
+from tests.v2clients import CHANNEL, V2Error, infer_grpc
 
 TILE = 64
 BIG_SIDE = 1024
+GRACE = 6  # SHUTDOWN_GRACE_SECONDS
 
 
 def tile_count(side: int, tile: int = TILE, overlap: int = TILE // 4) -> int:
@@ -42,7 +49,10 @@ def infer_request(image: np.ndarray, **params: int) -> pb.ModelInferRequest:
 @pytest.fixture(scope="module")
 def restore(weights, tmp_path_factory):
     with running_predictor(
-        "restore", weights.model_dir("restore", "denoise"), tmp_path_factory.mktemp("cancel")
+        "restore",
+        weights.model_dir("restore", "denoise"),
+        tmp_path_factory.mktemp("cancel"),
+        extra_env={"SHUTDOWN_GRACE_SECONDS": str(GRACE)},
     ) as server:
         yield server
 
@@ -88,6 +98,31 @@ async def abandon(address: str, request, *, deadline: float | None, cancel_after
     return grpc.StatusCode.OK
 
 
+def test_tiny_tiles_are_refused_before_any_work(restore, photos):
+    _, small = photos
+    for tile_size in (1, 8, 63):
+        with pytest.raises(V2Error, match=r"INVALID_ARGUMENT.*'tile_size' must be 0 .*least 64"):
+            infer_grpc(restore.grpc, "restore", small, tile_size=tile_size)
+    assert infer_grpc(restore.grpc, "restore", small, tile_size=TILE)[0].shape == small.shape
+
+
+def test_model_load_and_unload_are_not_served(restore, photos):
+    for action in ("load", "unload"):
+        reply = httpx.post(f"http://{restore.http}/v2/repository/models/restore/{action}")
+        assert reply.status_code == 404 and "not served" in reply.json()["error"]
+    with grpc.insecure_channel(restore.grpc) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        for call, message in (
+            (stub.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name="restore")),
+            (stub.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name="restore")),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                call(message)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert restore.is_ready()
+    assert infer_grpc(restore.grpc, "restore", photos[1])[0].shape == photos[1].shape
+
+
 @pytest.mark.parametrize(
     "how", [{"deadline": 1.5, "cancel_after": None}, {"deadline": None, "cancel_after": 1.5}]
 )
@@ -118,3 +153,53 @@ def test_a_request_whose_deadline_passed_in_the_queue_never_starts(restore, phot
     wait = small_wait(restore, small)
     assert wait < big_cost / 10, (wait, big_cost)
     assert "dropped before it started" in restore.log()
+
+
+def requests_seen(server) -> int:
+    return server.log().count("grpc method: /inference.GRPCInferenceService/ModelInfer")
+
+
+def until(condition, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigterm_stops_taking_requests_finishes_what_fits_and_cancels_the_rest(
+    restore, photos, big_cost
+):
+    big, small = photos
+    assert big_cost > 2 * GRACE, "the big request must outlast the grace period"
+    assert big_cost / tile_count(BIG_SIDE) < GRACE / 4, "the small request fits in the grace"
+
+    async def scenario():
+        async with grpc.aio.insecure_channel(restore.grpc, options=CHANNEL) as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            seen = requests_seen(restore)
+            running = stub.ModelInfer(infer_request(small))
+            await asyncio.to_thread(until, lambda: requests_seen(restore) == seen + 1)
+            queued = stub.ModelInfer(infer_request(big, tile_size=TILE))
+            await asyncio.to_thread(until, lambda: requests_seen(restore) == seen + 2)
+            os.kill(restore.process.pid, signal.SIGTERM)
+            signalled = time.monotonic()
+            reply = await asyncio.to_thread(
+                httpx.get, f"http://{restore.http}/v2/models/restore/ready"
+            )
+            assert reply.status_code == 503 and "shutting down" in reply.json()["error"]
+            with pytest.raises(grpc.RpcError) as refused:
+                await stub.ModelInfer(infer_request(small))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert (await running).outputs[0].shape == [1, *small.shape]
+            with pytest.raises(grpc.RpcError) as cancelled:
+                await queued
+            assert cancelled.value.code() == grpc.StatusCode.UNAVAILABLE
+            return signalled
+
+    signalled = asyncio.run(scenario())
+    restore.process.wait(GRACE + 10)
+    exited = time.monotonic() - signalled
+    # the grace, then one tile of the big request at most, then KServe's own stop
+    assert GRACE - 1 < exited < GRACE + CANCEL_SETTLE_SECONDS + 2, exited
+    assert restore.process.returncode == 0
+    assert "grace period over; cancelled 1 request(s)" in restore.log()
