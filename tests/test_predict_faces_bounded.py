@@ -22,7 +22,7 @@ from predictors.face_restore import keep_largest_faces
 from tests.servers import running_predictor
 from tests.v2clients import CHANNEL, infer_grpc
 
-MAX_FACES = 3
+MAX_FACES = 2
 
 
 def crowd_detector_state() -> dict:
