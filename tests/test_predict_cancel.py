@@ -2,7 +2,7 @@
 tiny tiles refused up front, abandoned requests stopped within a tile, requests whose deadline
 passed in the queue dropped, model load/unload not served, and SIGTERM drained within a grace.
 
-The "big" request is a tiled restore of a 1024 px photo with 64 px tiles (441 tiles); the "small"
+The "big" request is a tiled restore of a 1536 px photo with 64 px tiles (1024 tiles); the "small"
 one is a 64 px photo in one piece. Waits are measured in the test against the big request's
 cost, estimated from a timed 256 px request with the same tiles (25 tiles). SIGTERM comes last:
 it ends the process.
@@ -27,8 +27,8 @@ from tests.servers import running_predictor
 from tests.v2clients import CHANNEL, V2Error, infer_grpc
 
 TILE = 64
-BIG_SIDE = 1024
-GRACE = 6  # SHUTDOWN_GRACE_SECONDS
+BIG_SIDE = 1536
+GRACE = 4  # SHUTDOWN_GRACE_SECONDS
 
 
 def tile_count(side: int, tile: int = TILE, overlap: int = TILE // 4) -> int:
@@ -133,7 +133,7 @@ def test_next_request_waits_at_most_a_tile_after_an_abandoned_one(restore, photo
     assert code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
     wait = small_wait(restore, small)
     print(f"abandoned {how}: big request ~{big_cost:.1f} s, the next small one waited {wait:.2f} s")
-    # Finishing the big request would take big_cost - 1.5 s more; one tile is 1/441 of it.
+    # Finishing the big request would take big_cost - 1.5 s more; one tile is 1/1024 of it.
     assert wait < big_cost / 10, (wait, big_cost)
     assert "stopping its work" in restore.log()
 
