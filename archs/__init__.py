@@ -19,7 +19,7 @@ from .catalogue import (
     model_file,
     variants,
 )
-from .checkpoint import WeightsError, read_state_dict, verify_official
+from .checkpoint import WeightsError, check_archive, read_state_dict, verify_official
 from .families import Detected, build_for_task
 from .nafnet_tlc import apply_tlc
 
@@ -36,6 +36,7 @@ __all__ = [
     "files_for",
     "load_task_model",
     "model_file",
+    "variant_in_folder",
     "variants",
 ]
 
@@ -70,13 +71,22 @@ def required_files(task: str, variant: str, model_dir: Path) -> list[Path]:
     return paths
 
 
+def variant_in_folder(task: str, model_dir: Path) -> str | None:
+    """The variant whose official model file is the only one of `task`'s in `model_dir`."""
+    folder = Path(model_dir)
+    found = [v for v in variants(task) if (folder / model_file(task, v).filename).is_file()]
+    return found[0] if len(found) == 1 else None
+
+
 def load_task_model(
     task: str, variant: str, model_dir: Path, allow_unverified: bool = False
 ) -> LoadedModel:
-    """Verify every file the task needs, then build its network; raises WeightsError."""
+    """Verify every file the task needs (official hash, zip CRCs), then build its network;
+    raises WeightsError."""
     paths = required_files(task, variant, model_dir)
     for path in paths:
         verify_official(path, allow_unverified)
+        check_archive(path)  # facexlib's files too: they are read by facexlib's own torch.load
     path = model_dir / model_file(task, variant).filename
     descriptor, detected = build_for_task(task, variant, read_state_dict(path), path.name)
     if task == "restore" and variant == "deblur":

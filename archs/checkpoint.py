@@ -44,6 +44,7 @@ def verify_official(path: Path, allow_unverified: bool) -> None:
     if official is None:
         return
     problems = []
+    actual = None
     size = path.stat().st_size
     if official.size is not None and size != official.size:
         problems.append(f"it has {size:,} bytes, the official file has {official.size:,}")
@@ -53,17 +54,41 @@ def verify_official(path: Path, allow_unverified: bool) -> None:
         if actual != expected:
             problems.append(f"its sha256 is {actual}, the official one is {expected}")
     elif not expected:
-        log.warning("%s: no official sha256 is published; serving it unverified", path.name)
+        actual = sha256_of(path)
+        log.warning(
+            "%s: no official sha256 is published; serving it unverified (sha256 %s)",
+            path.name,
+            actual,
+        )
     if not problems:
         return
     message = f"{path.name} is not the official release: {'; '.join(problems)}"
     if allow_unverified:
-        log.warning("%s (served anyway: unverified weights are allowed)", message)
+        actual = actual or sha256_of(path)
+        log.warning(
+            "%s (served anyway: unverified weights are allowed; sha256 %s)", message, actual
+        )
         return
     raise WeightsError(
         f"{message}. Replace it with the official file, or set ALLOW_UNVERIFIED_WEIGHTS=true "
         "to serve a fine-tune under this name."
     )
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a PyTorch zip checkpoint whose members fail their CRC: torch.load does not check
+    them, and a flipped byte in a tensor loads as a silently wrong weight."""
+    if not zipfile.is_zipfile(path):
+        return  # safetensors, or a legacy pickle: torch.load reports those itself
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise WeightsError(f"cannot read {path.name}: its zip archive is damaged ({exc})") from exc
+    if bad is not None:
+        raise WeightsError(
+            f"{path.name} is corrupt: {bad} fails its CRC check. Fetch the file again."
+        )
 
 
 def read_state_dict(path: Path) -> StateDict:

@@ -9,16 +9,25 @@ import threading
 
 from kserve import ModelServer, model_server
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import ModelNotFound
 from kserve.protocol.dataplane import DataPlane
 
 import archs
+from common.limits import max_render_factor
+from common.logs import configure_logging
 
-from .base import PRECISIONS, EnhanceModel, choose_device, env_flag
+from . import surface
+from .base import PRECISIONS, EnhanceModel, NotLoaded, choose_device, env_flag
 from .colorize import ColorizeModel
 from .face_restore import FaceRestoreModel
+from .limits import DEFAULT_MAX_FACES, env_int
 from .restore import RestoreModel
+from .shutdown import GracefulShutdown
 from .upscale import UpscaleModel
 from .v2codec import request_from_binary_rest
+
+# The chart's terminationGracePeriodSeconds (30) less time to cancel and exit.
+DEFAULT_SHUTDOWN_GRACE = 25
 
 MODELS: dict[str, type[EnhanceModel]] = {
     m.task: m for m in (ColorizeModel, RestoreModel, FaceRestoreModel, UpscaleModel)
@@ -33,6 +42,23 @@ class PredictorDataPlane(DataPlane):
         models = self.model_registry.get_models().values()
         return bool(models) and all([await m.healthy() for m in models])
 
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False):
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        if not ready and disable_predictor_health_check:
+            # Only KServe's REST inference routes ask so; they would raise ModelNotReady, whose
+            # handler logs a traceback: NotLoaded answers 503 with the reason, quietly.
+            model = self.model_registry.get_model(model_name)
+            raise NotLoaded(model_name, model.load_error or "the weights are still loading")
+        return ready
+
+    async def get_model(self, name: str):
+        # KServe's loads a model that is not ready, on the event loop, once per request; ours
+        # loads once in the background and its predict answers "not ready" meanwhile.
+        model = self.model_registry.get_model(name)
+        if model is None:
+            raise ModelNotFound(name)
+        return model
+
     def decode_inference_request(self, body, headers, model_name):
         if isinstance(body, bytes):
             # Without the length header the body is all JSON (Triton's client sends it so,
@@ -46,7 +72,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(parents=[model_server.parser], conflict_handler="resolve")
     parser.add_argument("task", choices=sorted(MODELS))
     parser.add_argument("--model_dir", required=True, help="folder with the official files")
-    parser.add_argument("--variant", help="default: $MODEL_<TASK> or the task's default")
+    parser.add_argument(
+        "--variant",
+        help="default: $MODEL_<TASK>, else the variant whose file is the only one in --model_dir, "
+        "else the task's default",
+    )
     parser.add_argument(
         "--allow_unverified_weights",
         action="store_true",
@@ -72,14 +102,53 @@ def parse_args() -> argparse.Namespace:
         default=env_flag("COMPILE"),
         help="torch.compile the network, warmed up before ready ($COMPILE)",
     )
+    parser.add_argument(
+        "--max_faces",
+        type=int,
+        default=env_int("MAX_FACES", DEFAULT_MAX_FACES),
+        help="face-restore: faces restored per image, the largest first (env MAX_FACES)",
+    )
+    parser.add_argument(
+        "--max_render_factor",
+        type=int,
+        default=max_render_factor(os.environ),
+        help="colorize: the largest render_factor served (env MAX_RENDER_FACTOR)",
+    )
+    parser.add_argument(
+        "--shutdown_grace_seconds",
+        type=float,
+        default=env_int("SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE),
+        help="on SIGTERM, how long running work may finish before it is cancelled "
+        "(env SHUTDOWN_GRACE_SECONDS; keep it below the pod's terminationGracePeriodSeconds)",
+    )
     # Strict: a mistyped flag (in a chart, say) stops the predictor instead of being ignored.
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.max_faces < 1 or not 1 <= args.max_render_factor <= 100:
+        parser.error("--max_faces must be >= 1 and --max_render_factor in 1..100")
+    return args
+
+
+def task_options(args: argparse.Namespace) -> dict:
+    """The settings only one task reads."""
+    if args.task == "face-restore":
+        return {"max_faces": args.max_faces}
+    if args.task == "colorize":
+        return {"max_render_factor": args.max_render_factor}
+    return {}
 
 
 def main() -> None:
     args = parse_args()
-    logging.basicConfig(level=logging.INFO)
+    configure_logging()  # LOG_FORMAT=text|json, LOG_LEVEL; before KServe's ModelServer
+    surface.quiet_probe_logs()
     variant = args.variant or os.environ.get(archs.VARIANT_ENV[args.task]) or None
+    if variant is None and (variant := archs.variant_in_folder(args.task, args.model_dir)):
+        logging.getLogger("predictors").info(
+            "%s: no variant given; %s holds only %s's file: serving it",
+            args.task,
+            args.model_dir,
+            variant,
+        )
     model = MODELS[args.task](
         args.model_dir,
         variant,
@@ -88,13 +157,22 @@ def main() -> None:
         precision=args.precision,
         tile_batch=args.tile_batch,
         compile_net=args.compile,
+        **task_options(args),
     )
-    server = ModelServer()
+    server = ModelServer(grace_period=max(1, round(args.shutdown_grace_seconds)))
     server.dataplane = PredictorDataPlane(server.registered_models)
+    server.model_repository_extension = surface.ClosedRepository(server.registered_models)
+    surface.install_routes(model_server.app, server.dataplane)
+    GracefulShutdown(model, args.shutdown_grace_seconds).install(model_server.app)
     server.register_model(model)
     # Serve liveness at once; readiness follows the load (large checkpoints take a while).
     threading.Thread(target=model.load, name="load", daemon=True).start()
     server.start([])
+    logging.getLogger("predictors").info("%s: stopped", args.task)
+    # Everything is closed; the interpreter's own teardown (grpc's poller, torch) takes seconds
+    # more, which the pod's grace period may not have.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -11,14 +10,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
 from kserve import Model
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 import archs
 from archs import LoadedModel, WeightsError
 
-from . import v2codec
+from . import cancel, v2codec
 from .v2codec import Param
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,14 @@ def _refuse_non_finite(module: torch.nn.Module, inputs: Any, output: Any) -> Non
         raise NonFinite(f"{type(module).__name__} gave NaN or inf")
 
 
-class NotLoaded(ModelNotReady):
-    """ModelNotReady that KServe 0.21's gRPC error mapping can read (it expects `.reason`)."""
+class NotLoaded(GrpcException):
+    """The model is loading, failed to load, or is shutting down: gRPC UNAVAILABLE, REST 503
+    (predictors/surface.py). Not KServe's ModelNotReady, whose handlers log a traceback."""
+
+    status_code = StatusCode.UNAVAILABLE
 
     def __init__(self, model_name: str, detail: str):
-        super().__init__(model_name, detail)
-        self.reason = self.error_msg
+        super().__init__(f"Model with name {model_name} is not ready. {detail}")
 
 
 def env_flag(name: str) -> bool:
@@ -215,6 +218,7 @@ class EnhanceModel(Model):
         outputs, totals = [], {}
         with torch.inference_mode():
             for rgb in images:
+                cancel.check()
                 out, extra = self.guarded_enhance(rgb, params)
                 outputs.append(out)
                 for key, value in extra.items():
@@ -233,9 +237,8 @@ class EnhanceModel(Model):
             raise InvalidInput("this model speaks the Open Inference Protocol v2 only")
         images = v2codec.decode_images(payload)
         params = v2codec.decode_parameters(payload.parameters, self.params)
-        loop = asyncio.get_running_loop()
-        outputs, extra = await loop.run_in_executor(
-            self._executor, self._enhance_batch, images, params
+        outputs, extra = await cancel.run_in_thread(
+            self._executor, self.task, self._enhance_batch, images, params
         )
         # variant and device let the gateway's /health say what serves each task
         extra.update(variant=self.variant, device=self.device.type)

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from archs import ddcolor_input_side
+from common.limits import DEFAULT_MAX_RENDER_FACTOR
 
 from .base import EnhanceModel
+from .limits import at_most
 from .v2codec import Param
 
 AB_RANGE = (-128.0, 127.0)
@@ -24,6 +26,13 @@ AB_RANGE = (-128.0, 127.0)
 class ColorizeModel(EnhanceModel):
     task = "colorize"
     params = {"render_factor": Param(int, 32, 1, 100)}
+
+    def __init__(self, *args, max_render_factor: int = DEFAULT_MAX_RENDER_FACTOR, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_render_factor = max_render_factor
+        why = "DDColor's memory grows with the square of render_factor"
+        check = at_most(max_render_factor, "MAX_RENDER_FACTOR", why)
+        self.params = {"render_factor": Param(int, 32, 1, 100, check=check)}
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         height, width = rgb.shape[:2]

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from facexlib.utils.face_restoration_helper import FaceRestoreHelper
 
+from . import cancel
 from .base import EnhanceModel
+from .limits import DEFAULT_MAX_FACES
 from .v2codec import Param
 
 FACE_SIZE = 512
@@ -30,6 +32,10 @@ class FaceRestoreModel(EnhanceModel):
         "only_center_face": Param(bool, False),
         "has_aligned": Param(bool, False),
     }
+
+    def __init__(self, *args, max_faces: int = DEFAULT_MAX_FACES, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_faces = max_faces
 
     def prepare(self) -> None:
         # model_rootpath points facexlib at our folder: it loads the files there, never downloads.
@@ -68,7 +74,7 @@ class FaceRestoreModel(EnhanceModel):
             if upscale > 1:
                 side = FACE_SIZE * upscale
                 out = cv2.resize(out, (side, side), interpolation=cv2.INTER_LANCZOS4)
-            return np.ascontiguousarray(out[:, :, ::-1]), {"faces": 1}
+            return np.ascontiguousarray(out[:, :, ::-1]), {"faces": 1, "faces_found": 1}
 
         helper = self._request_helper(upscale)
         helper.read_image(bgr)
@@ -77,9 +83,23 @@ class FaceRestoreModel(EnhanceModel):
             resize=DETECT_SHORT_SIDE,
             eye_dist_threshold=EYE_DISTANCE_MIN,
         )
+        found = keep_largest_faces(helper, self.max_faces)
         helper.align_warp_face()
         for face in helper.cropped_faces:
+            cancel.check()
             helper.add_restored_face(self._restore_face(face, fidelity))
         helper.get_inverse_affine(None)
         out = helper.paste_faces_to_input_image()
-        return np.ascontiguousarray(out[:, :, ::-1]), {"faces": len(helper.restored_faces)}
+        restored = len(helper.restored_faces)
+        return np.ascontiguousarray(out[:, :, ::-1]), {"faces": restored, "faces_found": found}
+
+
+def keep_largest_faces(helper: FaceRestoreHelper, limit: int) -> int:
+    """Keep the `limit` largest detected faces (by box area); returns how many were found."""
+    found = len(helper.det_faces)
+    if found > limit:
+        area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+        keep = sorted(range(found), key=lambda i: area(helper.det_faces[i]), reverse=True)[:limit]
+        helper.det_faces = [helper.det_faces[i] for i in keep]
+        helper.all_landmarks_5 = [helper.all_landmarks_5[i] for i in keep]
+    return found

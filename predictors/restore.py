@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import cancel
 from .base import EnhanceModel
+from .limits import tile_size_check
 from .tiling import run_tiles_retrying
 from .v2codec import Param
 
@@ -13,7 +15,7 @@ TILE_OVERLAP = 32
 
 class RestoreModel(EnhanceModel):
     task = "restore"
-    params = {"tile_size": Param(int, 0, 0)}
+    params = {"tile_size": Param(int, 0, 0, check=tile_size_check)}
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         result = run_tiles_retrying(
@@ -23,5 +25,6 @@ class RestoreModel(EnhanceModel):
             tile=params["tile_size"],
             overlap=TILE_OVERLAP,
             **self.tiling,
+            should_stop=cancel.should_stop,
         )
         return result, {}

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import torch
 
+from . import cancel
 from .base import EnhanceModel
+from .limits import tile_size_check
 from .tiling import run_tiles_retrying
 from .v2codec import Param
 
@@ -20,7 +22,7 @@ TILE_FEATHER = 16
 
 class UpscaleModel(EnhanceModel):
     task = "upscale"
-    params = {"scale": Param(int, 4, 1, 8), "tile_size": Param(int, 512, 0)}
+    params = {"scale": Param(int, 4, 1, 8), "tile_size": Param(int, 512, 0, check=tile_size_check)}
     half_dtype = torch.float16  # the authors' default on GPU; spandrel marks ESRGAN fp16-safe
     channels_last = True  # convolutions only: the layout tensor cores prefer
 
@@ -39,6 +41,7 @@ class UpscaleModel(EnhanceModel):
             tile=params["tile_size"],
             overlap=TILE_OVERLAP * align,
             feather=TILE_FEATHER * align,
+            should_stop=cancel.should_stop,
             align=align,
             **self.tiling,
         )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+from google.protobuf.unknown_fields import UnknownFieldSet
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
 from kserve.protocol.infer_type import (
@@ -29,20 +32,41 @@ class Param:
     default: Any
     low: float | None = None
     high: float | None = None
+    # A server-side bound beyond the range: returns what is wrong with a value, or None.
+    check: Callable[[Any], str | None] | None = None
+
+
+# Triton's InferParameter adds double_param (field 4, fixed64) and uint64_param (field 5,
+# varint) to the bool, int64 and string of OIP v2's message, which KServe's protobuf keeps as
+# unknown fields. (wire type, decoder) per field number.
+_TRITON_FIELDS = {
+    4: (1, lambda bits: struct.unpack("<d", struct.pack("<Q", bits))[0]),
+    5: (0, int),
+}
+
+
+def _triton_value(value: InferParameter) -> Any:
+    """The message's Triton double_param or uint64_param (the last one set), or None."""
+    found = None
+    for field in UnknownFieldSet(value):
+        wire_type, decode = _TRITON_FIELDS.get(field.field_number, (None, None))
+        if field.wire_type == wire_type:
+            found = decode(field.data)
+    return found
 
 
 def _plain(name: str, value: Any) -> Any:
     """REST gives plain JSON values; gRPC gives InferParameter messages."""
     if isinstance(value, InferParameter):
         field = value.WhichOneof("parameter_choice")
-        if field is None:
-            # OIP v2's InferParameter carries bool, int64 and string only; a client's
-            # double_param arrives as an unknown field.
+        if field is not None:
+            return getattr(value, field)
+        found = _triton_value(value)
+        if found is None:
             raise InvalidInput(
-                f"parameter {name!r} has no bool, int64 or string value; "
-                'over gRPC send fractional numbers as strings (e.g. "0.7")'
+                f"parameter {name!r} has no bool, int64, string, double or uint64 value"
             )
-        return getattr(value, field)
+        return found
     return value
 
 
@@ -80,6 +104,8 @@ def decode_parameters(raw: Any, specs: dict[str, Param]) -> dict[str, Any]:
         ):
             bounds = f"{spec.low}..{spec.high}" if spec.high is not None else f">= {spec.low}"
             raise InvalidInput(f"parameter {name!r} must be in {bounds}, got {value}")
+        if spec.check and (problem := spec.check(value)):
+            raise InvalidInput(f"parameter {name!r} {problem}; got {value}")
         values[name] = value
     return values
 

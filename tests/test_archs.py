@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,3 +142,29 @@ def test_the_gateway_names_tasks_and_variant_variables_as_the_catalogue_does():
     assert config.TASKS == archs.TASKS
     assert config.VARIANT_ENV == archs.VARIANT_ENV
     assert config.DEFAULT_VARIANT == archs.DEFAULT_VARIANT
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("verified", [True, False])
+def test_a_flipped_byte_is_refused_verified_or_not(weights, tmp_path, verified):
+    # paper_tiny has no published hash: verified means its recorded hash (trust on first use).
+    path = tmp_path / "ddcolor_paper_tiny.pth"
+    shutil.copy(weights.model_dir("colorize", "paper_tiny") / path.name, path)
+    _flip_a_byte(path)
+    if verified:  # recorded from the damaged file itself: only the CRCs can tell
+        (tmp_path / f"{path.name}.sha256").write_text(sha256_of(path))
+    with pytest.raises(archs.WeightsError, match=r"is corrupt: .* fails its CRC check"):
+        archs.load_task_model("colorize", "paper_tiny", tmp_path, allow_unverified=not verified)
+
+
+def test_every_unverified_file_served_is_logged_with_its_sha256(weights, caplog):
+    folder = weights.model_dir("upscale", "x4anime")
+    with caplog.at_level(logging.WARNING, logger="archs.checkpoint"):
+        archs.load_task_model("upscale", "x4anime", folder, allow_unverified=True)
+    digest = sha256_of(folder / "RealESRGAN_x4plus_anime_6B.pth")
+    assert f"served anyway: unverified weights are allowed; sha256 {digest}" in caplog.text

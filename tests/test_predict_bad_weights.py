@@ -30,7 +30,15 @@ def _not_official(weights, folder):
     return "RealESRGAN_x4plus.pth is not the official release"
 
 
-@pytest.mark.parametrize("make", [_wrong_family, _truncated, _not_official])
+def _flipped_byte(weights, folder):
+    source = weights.model_dir("upscale", "x4plus") / "RealESRGAN_x4plus.pth"
+    data = bytearray(source.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside a tensor: torch.load alone would serve a wrong weight
+    (folder / "RealESRGAN_x4plus.pth").write_bytes(bytes(data))
+    return "RealESRGAN_x4plus.pth is corrupt: "
+
+
+@pytest.mark.parametrize("make", [_wrong_family, _truncated, _not_official, _flipped_byte])
 def test_bad_file_keeps_the_server_up_and_not_ready(weights, tmp_path, make):
     folder = tmp_path / "models"
     folder.mkdir()

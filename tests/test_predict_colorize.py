@@ -9,6 +9,8 @@ import pytest
 from tests.servers import running_predictor
 from tests.v2clients import V2Error, infer_grpc, infer_rest
 
+MAX_RENDER_FACTOR = 24  # this server's bound on memory (the default is 64)
+
 
 @pytest.fixture(scope="module")
 def colorize(weights, tmp_path_factory):
@@ -17,6 +19,7 @@ def colorize(weights, tmp_path_factory):
         weights.model_dir("colorize", "paper_tiny"),
         tmp_path_factory.mktemp("colorize"),
         variant="paper_tiny",
+        extra_env={"MAX_RENDER_FACTOR": str(MAX_RENDER_FACTOR)},
     ) as server:
         yield server
 
@@ -52,4 +55,10 @@ def test_rest_binary_and_grpc_agree(colorize, grey):
 def test_render_factor_out_of_range_is_refused(colorize, grey, render_factor):
     with pytest.raises(V2Error, match="render_factor"):
         infer_grpc(colorize.grpc, "colorize", grey, render_factor=render_factor)
+    assert colorize.is_ready()
+
+
+def test_render_factor_over_the_servers_maximum_is_refused_with_the_reason(colorize, grey):
+    with pytest.raises(V2Error, match=r"at most 24 on this server \(MAX_RENDER_FACTOR\).*memory"):
+        infer_grpc(colorize.grpc, "colorize", grey, render_factor=MAX_RENDER_FACTOR + 1)
     assert colorize.is_ready()

@@ -71,15 +71,32 @@ def test_aligned_input_skips_detection(face, portraits):
     assert not np.array_equal(out, other)  # fidelity reaches the network
 
 
-# What Triton's gRPC client puts on the wire for fidelity=0.3: its double_param (field 4),
-# a field OIP v2's InferParameter does not have.
+# What Triton's gRPC client puts on the wire for fidelity=0.3 and upscale=1: its double_param
+# (field 4, fixed64) and uint64_param (field 5, varint), fields OIP v2's InferParameter lacks.
 TRITON_DOUBLE = InferParameter.FromString(b"\x21" + struct.pack("<d", 0.3))
+TRITON_UINT64 = InferParameter.FromString(b"\x28\x01")
 
 
-def test_a_double_parameter_over_grpc_is_refused_clearly(face, portraits):
-    with pytest.raises(V2Error, match="send fractional numbers as strings"):
+def test_tritons_double_and_uint64_parameters_are_read(face, portraits):
+    as_strings, _ = infer_grpc(
+        face.grpc, "face-restore", portraits[0], has_aligned=True, fidelity="0.3", upscale=1
+    )
+    as_triton, _ = infer_grpc(
+        face.grpc,
+        "face-restore",
+        portraits[0],
+        has_aligned=True,
+        fidelity=TRITON_DOUBLE,
+        upscale=TRITON_UINT64,
+    )
+    assert as_triton.shape == (512, 512, 3)
+    assert np.array_equal(as_triton, as_strings)
+
+
+def test_an_empty_grpc_parameter_is_refused_clearly(face, portraits):
+    with pytest.raises(V2Error, match="has no bool, int64, string, double or uint64 value"):
         infer_grpc(
-            face.grpc, "face-restore", portraits[0], has_aligned=True, fidelity=TRITON_DOUBLE
+            face.grpc, "face-restore", portraits[0], has_aligned=True, fidelity=InferParameter()
         )
 
 

@@ -44,7 +44,7 @@ def test_rest_binary_and_grpc_agree(denoise, photo):
 
 
 def test_tile_size_keeps_the_size(denoise, photo):
-    out, _ = infer_grpc(denoise.grpc, "restore", photo, tile_size=64)
+    out, _ = infer_grpc(denoise.grpc, "restore", photo, tile_size=128)
     assert out.shape == photo.shape
 
 

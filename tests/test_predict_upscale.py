@@ -64,9 +64,10 @@ def test_scale_gives_exactly_scale_times_the_input(x4plus, photo, scale):
     assert out.shape == (48 * scale, 64 * scale, 3)
 
 
-def test_tiled_answer_is_close_to_the_whole_image(x4plus, photo):
+def test_tiled_answer_is_close_to_the_whole_image(x4plus, astronaut):
+    photo = degraded(astronaut, (176, 96))  # wider than the 128 px tile floor
     whole, _ = infer_grpc(x4plus.grpc, "upscale", photo, tile_size=0)
-    tiled, _ = infer_grpc(x4plus.grpc, "upscale", photo, tile_size=32)
+    tiled, _ = infer_grpc(x4plus.grpc, "upscale", photo, tile_size=128)
     assert tiled.shape == whole.shape
     assert np.abs(tiled.astype(int) - whole.astype(int)).mean() < 0.5
 
@@ -98,14 +99,16 @@ def test_wrong_tensor_shape_is_refused(x4plus):
     assert x4plus.is_ready()
 
 
-def test_x2plus_takes_odd_sides(weights, tmp_path, photo):
+def test_x2plus_odd_sides_and_variant_from_its_folder(weights, tmp_path, photo, astronaut):
+    # No --variant: the folder holds one official upscale file, RealESRGAN_x2plus.pth.
     x2plus = weights.model_dir("upscale", "x2plus")
-    with running_predictor("upscale", x2plus, tmp_path, variant="x2plus") as server:
+    with running_predictor("upscale", x2plus, tmp_path) as server:
         odd = photo[:47, :63].copy()
-        out, _ = infer_grpc(server.grpc, "upscale", odd, scale=2, tile_size=0)
-        assert out.shape == (94, 126, 3)
-        out, _ = infer_grpc(server.grpc, "upscale", odd, scale=3, tile_size=16)
-        assert out.shape == (141, 189, 3)
+        out, params = infer_grpc(server.grpc, "upscale", odd, scale=2, tile_size=0)
+        assert out.shape == (94, 126, 3) and params["variant"] == "x2plus"
+        odd = degraded(astronaut, (131, 77))
+        out, _ = infer_grpc(server.grpc, "upscale", odd, scale=3, tile_size=128)
+        assert out.shape == (231, 393, 3)
 
 
 def test_rest_json_tensor_is_still_accepted(x4plus):

@@ -1,0 +1,96 @@
+"""What a predictor serves beyond inference, narrowed from KServe's defaults.
+
+- Model repository load/unload are not served: an unauthenticated unload would take the model
+  down until a restart. REST answers 404; gRPC answers UNIMPLEMENTED.
+- Readiness answers 503 with the reason in one response and logs nothing: KServe logs a
+  traceback for each not-ready probe (every 5 s in the chart). REST requests to a model that is
+  not loaded (or shutting down) get the same 503 without a traceback.
+
+The routes are declared on KServe's app before KServe adds its own at start: FastAPI matches
+the first route declared, so these win for their paths.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import ORJSONResponse
+from grpc_interceptor.exceptions import Unimplemented
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+from .base import NotLoaded
+from .cancel import Cancelled
+
+REPOSITORY_CLOSED = "model load and unload are not served by this predictor"
+# KServe's timing middleware names a route by its handler: these are the probes'.
+PROBE_HANDLERS = ("surface.server_ready", "surface.model_ready", "v2_endpoints.live")
+
+
+class ClosedRepository(ModelRepositoryExtension):
+    """KServe's repository extension without load and unload (what gRPC's servicer calls)."""
+
+    async def load(self, model_name: str) -> None:
+        raise Unimplemented(REPOSITORY_CLOSED)
+
+    async def unload(self, model_name: str) -> None:
+        raise Unimplemented(REPOSITORY_CLOSED)
+
+
+def install_routes(app: FastAPI, dataplane: DataPlane) -> None:
+    def not_ready(reason: str) -> ORJSONResponse:
+        return ORJSONResponse({"error": reason, "ready": False}, status_code=503)
+
+    async def server_ready():
+        if await dataplane.ready():
+            return {"ready": True}
+        return not_ready(_reasons(dataplane) or "not ready")
+
+    async def model_ready(model_name: str):
+        model = dataplane.model_registry.get_model(model_name)
+        if model is None:
+            return ORJSONResponse({"error": f"Model with name {model_name} does not exist."}, 404)
+        if await model.healthy():
+            return {"name": model_name, "ready": True}
+        return not_ready(_reason(model))
+
+    async def repository_closed(model_name: str):
+        return ORJSONResponse({"error": REPOSITORY_CLOSED}, status_code=404)
+
+    async def unavailable(request: Request, exc: Exception):
+        # expected while loading or shutting down: the status says it, no traceback in the log
+        return not_ready(exc.details)
+
+    app.add_exception_handler(NotLoaded, unavailable)
+    app.add_exception_handler(Cancelled, unavailable)
+    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/ready", model_ready, methods=["GET"])
+    for action in ("load", "unload"):
+        path = f"/v2/repository/models/{{model_name}}/{action}"
+        app.add_api_route(path, repository_closed, methods=["POST"])
+
+
+def _reason(model) -> str:
+    if getattr(model, "stopping", False):
+        return f"{model.name}: shutting down"
+    error = getattr(model, "load_error", None)
+    return f"{model.name}: {error or 'the weights are still loading'}"
+
+
+def _reasons(dataplane: DataPlane) -> str:
+    models = dataplane.model_registry.get_models().values()
+    return "; ".join(_reason(m) for m in models if not m.ready)
+
+
+class _ProbeTimings(logging.Filter):
+    """Drops KServe's two timing lines per probe: with the access line that is three per probe,
+    every 5 s; the access line alone remains."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(f"{name}:" in message for name in PROBE_HANDLERS)
+
+
+def quiet_probe_logs() -> None:
+    logging.getLogger("kserve.trace").addFilter(_ProbeTimings())
