@@ -143,10 +143,11 @@ def test_a_request_whose_deadline_passed_in_the_queue_never_starts(restore, phot
 
     async def both():
         request = infer_request(big, tile_size=TILE)
-        return await asyncio.gather(
-            abandon(restore.grpc, request, deadline=3, cancel_after=None),
-            abandon(restore.grpc, request, deadline=1, cancel_after=None),
-        )
+        seen = requests_seen(restore)
+        running = asyncio.create_task(abandon(restore.grpc, request, deadline=3, cancel_after=None))
+        await asyncio.to_thread(until, lambda: requests_seen(restore) == seen + 1)
+        queued = abandon(restore.grpc, request, deadline=1, cancel_after=None)
+        return await asyncio.gather(running, queued)
 
     codes = asyncio.run(both())
     assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
