@@ -131,6 +131,7 @@ def test_face_restore_detects_and_upscales(client, portrait):
     )
     assert image_of(reply).size == (128, 128)
     assert int(reply.headers["x-faces"]) in (0, 1)
+    assert int(reply.headers["x-faces-found"]) >= int(reply.headers["x-faces"])
 
 
 def test_face_restore_aligned_crop(client, portrait):

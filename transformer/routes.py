@@ -149,6 +149,8 @@ async def _answer(route: str, request: Request, output_format: str, work: Work) 
         }
         if result.faces is not None:
             headers["X-Faces"] = str(result.faces)
+        if result.faces_found is not None:
+            headers["X-Faces-Found"] = str(result.faces_found)
         status = 200
         return Response(body, media_type=media_type, headers=headers)
     except GatewayError as exc:

@@ -21,6 +21,7 @@ class Result:
     predictor_seconds: float = 0.0
     steps: list[str] = field(default_factory=list)
     faces: int | None = None
+    faces_found: int | None = None  # above MAX_FACES only the largest are restored
 
 
 async def colorize(p: Predictors, rgb: np.ndarray, render_factor: int, out: Result) -> np.ndarray:
@@ -62,6 +63,9 @@ async def face_restore(
     faces = answer.parameters.get("faces")
     if faces is not None:
         out.faces = int(faces)
+    found = answer.parameters.get("faces_found")
+    if found is not None:
+        out.faces_found = int(found)
     return answer.image
 
 

@@ -483,7 +483,9 @@ function showResult(blob, headers, task, search, seconds) {
   link.download = name;
   link.textContent = `Download ${name}`;
   fact("Steps", headers.get("X-Steps"));
-  fact("Faces", headers.get("X-Faces"));
+  const found = headers.get("X-Faces-Found");
+  const faces = headers.get("X-Faces");
+  fact("Faces", faces && found && found !== faces ? `${faces} restored of ${found} found` : faces);
   fact("Server timing", serverTiming(headers.get("Server-Timing")));
   fact("Elapsed", `${seconds.toFixed(1)} s`);
   $("split").value = 50;
