@@ -98,6 +98,7 @@ async def run_in_thread(executor: Executor, task: str, work: Callable[..., T], *
     token = CancelToken()
     future = asyncio.get_running_loop().run_in_executor(executor, run_with, token, work, *args)
     _active.add(token)
+    log.debug("%s: accepted; %d request(s) running or queued", task, len(_active))
     try:
         return await future
     except asyncio.CancelledError:

@@ -2,7 +2,7 @@
 tiny tiles refused up front, abandoned requests stopped within a tile, requests whose deadline
 passed in the queue dropped, model load/unload not served, and SIGTERM drained within a grace.
 
-The "big" request is a tiled restore of a 1536 px photo with 128 px tiles (256 tiles); the "small"
+The "big" request is a tiled restore of a 2048 px photo with 128 px tiles (441 tiles); the "small"
 one is a 64 px photo in one piece. Waits are measured in the test against the big request's
 cost, estimated from a timed 256 px request with the same tiles (9 tiles). SIGTERM comes last:
 it ends the process.
@@ -27,7 +27,7 @@ from tests.servers import running_predictor
 from tests.v2clients import CHANNEL, V2Error, infer_grpc
 
 TILE = 128  # the floor (common/limits.py)
-BIG_SIDE = 1536
+BIG_SIDE = 2048
 GRACE = 4  # SHUTDOWN_GRACE_SECONDS
 
 
@@ -52,7 +52,8 @@ def restore(weights, tmp_path_factory):
         "restore",
         weights.model_dir("restore", "denoise"),
         tmp_path_factory.mktemp("cancel"),
-        extra_env={"SHUTDOWN_GRACE_SECONDS": str(GRACE)},
+        # DEBUG: the log says when a request is accepted (counted as running or queued)
+        extra_env={"SHUTDOWN_GRACE_SECONDS": str(GRACE), "LOG_LEVEL": "DEBUG"},
     ) as server:
         yield server
 
@@ -133,7 +134,7 @@ def test_next_request_waits_at_most_a_tile_after_an_abandoned_one(restore, photo
     assert code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
     wait = small_wait(restore, small)
     print(f"abandoned {how}: big request ~{big_cost:.1f} s, the next small one waited {wait:.2f} s")
-    # Finishing the big request would take big_cost - 1.5 s more; one tile is 1/1024 of it.
+    # Finishing the big request would take big_cost - 1.5 s more; one tile is 1/441 of it.
     assert wait < big_cost / 10, (wait, big_cost)
     assert "stopping its work" in restore.log()
 
@@ -160,6 +161,10 @@ def requests_seen(server) -> int:
     return server.log().count("grpc method: /inference.GRPCInferenceService/ModelInfer")
 
 
+def requests_accepted(server) -> int:
+    return server.log().count("restore: accepted;")
+
+
 def until(condition, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -177,11 +182,12 @@ def test_sigterm_stops_taking_requests_finishes_what_fits_and_cancels_the_rest(
     async def scenario():
         async with grpc.aio.insecure_channel(restore.grpc, options=CHANNEL) as channel:
             stub = GRPCInferenceServiceStub(channel)
-            seen = requests_seen(restore)
+            seen = requests_accepted(restore)
             running = stub.ModelInfer(infer_request(small))
-            await asyncio.to_thread(until, lambda: requests_seen(restore) == seen + 1)
+            await asyncio.to_thread(until, lambda: requests_accepted(restore) == seen + 1)
             queued = stub.ModelInfer(infer_request(big, tile_size=TILE))
-            await asyncio.to_thread(until, lambda: requests_seen(restore) == seen + 2)
+            # accepted, not only received: SIGTERM must find it running or queued
+            await asyncio.to_thread(until, lambda: requests_accepted(restore) == seen + 2)
             os.kill(restore.process.pid, signal.SIGTERM)
             signalled = time.monotonic()
             reply = await asyncio.to_thread(
