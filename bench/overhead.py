@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import io
 import json
 import os
@@ -127,7 +128,12 @@ async def read_multipart(body: bytes, headers) -> bytes:
         return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
     scope = {"type": "http", "method": "POST", "path": "/upscale", "headers": headers}
-    return await read_upload(Request(scope, receive), 64 << 20)
+    extra = []
+    if "pace" in inspect.signature(read_upload).parameters:  # checkouts with upload timeouts
+        from transformer.uploads import Pace
+
+        extra.append(Pace(idle_timeout_s=15, min_bytes_per_s=8192))
+    return await read_upload(Request(scope, receive), 64 << 20, *extra)
 
 
 # --- the predictor side, in process, with a zero-cost network -------------------------------
