@@ -226,6 +226,8 @@ class EnhanceModel(Model):
         shapes = {o.shape for o in outputs}
         if len(shapes) != 1:
             raise InvalidInput("the images of one batch gave results of different sizes")
+        if len(outputs) == 1:  # the usual case: a view, not a copy of a possibly 200 MB answer
+            return outputs[0][np.newaxis], totals
         return np.stack(outputs), totals
 
     async def predict(
