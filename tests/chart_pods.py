@@ -27,7 +27,7 @@ import httpx
 
 from tests.dockerfile import Dockerfile
 from tests.k8s_helpers import isvc_task, kserve_predictor_service
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, free_port, stop_process
 
 PORT_ARG = re.compile(r"^(--[\w-]*port)=(\d+)$")
 SERVICE_ADDRESS = re.compile(r"^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.[a-z0-9.-]+)?:(\d+)$")
@@ -135,13 +135,8 @@ class LocalContainer:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process)
 
 
 @dataclass

@@ -6,14 +6,12 @@ import io
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
-from tests.servers import ROOT, ServerProcess, free_port
+from tests.servers import ROOT, ServerProcess, free_port, start_script_server
 
 TASK_FLAGS = {
     "colorize": "--predictor_colorize",
@@ -108,22 +106,7 @@ ModelServer(http_port=int(sys.argv[2]), grpc_port=int(sys.argv[3])).start([Wrong
 
 def start_wrong_predictor(task: str, log_path: Path) -> tuple[subprocess.Popen, str]:
     """A V2 server for `task` that answers every inference with a tensor of the wrong shape."""
-    http_port, grpc_port = free_port(), free_port()
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRONG_PREDICTOR, task, str(http_port), str(grpc_port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2).is_success:
-                return process, f"127.0.0.1:{grpc_port}"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(log_path.read_text())
+    return start_script_server(WRONG_PREDICTOR, [task], log_path)
 
 
 def encoded(array: np.ndarray, fmt: str = "PNG", **options) -> bytes:

@@ -24,6 +24,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_script_server(
+    script: str, args: list[str], log_path: Path
+) -> tuple[subprocess.Popen, str]:
+    """`python -c script *args HTTP_PORT GRPC_PORT`, a V2 server, once ready; returns the
+    process and its gRPC address."""
+    http_port, grpc_port = free_port(), free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script, *args, str(http_port), str(grpc_port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2).is_success:
+                return process, f"127.0.0.1:{grpc_port}"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(log_path.read_text())
+
+
 @dataclass
 class ServerProcess:
     """A KServe model server run as a process: health over its HTTP port, its log, stopping."""
@@ -64,13 +98,7 @@ class ServerProcess:
         raise TimeoutError(f"{self.name} not {'ready' if ready else 'live'}:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @dataclass

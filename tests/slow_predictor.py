@@ -10,13 +10,9 @@ real KServe ModelServer process serving `upscale` and `restore` over gRPC; each 
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from tests.servers import free_port
+from tests.servers import start_script_server
 
 SLOW_PREDICTOR = """
 import asyncio, sys
@@ -51,19 +47,4 @@ ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2])).start(
 
 def start_slow_predictor(log_path: Path) -> tuple[subprocess.Popen, str]:
     """The server, ready; returns the process and its gRPC address."""
-    http_port, grpc_port = free_port(), free_port()
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", SLOW_PREDICTOR, str(http_port), str(grpc_port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2).is_success:
-                return process, f"127.0.0.1:{grpc_port}"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(log_path.read_text())
+    return start_script_server(SLOW_PREDICTOR, [], log_path)
