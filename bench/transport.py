@@ -28,15 +28,15 @@ overhead = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(overhead)  # also fixes sys.path (PYTHONPATH first, then this checkout)
 
 
-def peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_rss(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM")
 
 
-def reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
+def reset_peak(pid: int | str = "self") -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def step(name: str, fn, size: int, results: list):
@@ -81,8 +81,9 @@ def kserve_path(image: np.ndarray, answer: np.ndarray) -> list:
     return out, data
 
 
-def lean_path(image: np.ndarray, data: bytes) -> list:
+def lean_path(image: np.ndarray, answer: np.ndarray, data: bytes) -> list:
     from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
+    from kserve.protocol.infer_type import InferOutput, InferResponse
 
     from transformer.v2wire import decode_response, encode_request
 
@@ -91,6 +92,14 @@ def lean_path(image: np.ndarray, data: bytes) -> list:
         name="image", datatype="UINT8", shape=list(image.shape))])  # fmt: skip
     step("request: v2wire.encode_request (one join)",
          lambda: encode_request(message, [image]), image.nbytes, out)  # fmt: skip
+    try:
+        from predictors.v2grpc import encode_response
+    except ImportError:  # a checkout from before it
+        return out
+    output = InferOutput("image", list(answer.shape), "UINT8", data=answer)
+    response = InferResponse("r", "upscale", [output], use_binary_outputs=True)
+    step("answer (predictor): v2grpc.encode_response (one join)",
+         lambda: encode_response(response), answer.nbytes, out)  # fmt: skip
     reply = step("answer (gateway): v2wire.decode_response", lambda: decode_response(data),
                  len(data), out)  # fmt: skip
     step("answer (gateway): np.frombuffer", lambda: np.frombuffer(reply.raw_outputs[0], np.uint8),
@@ -101,15 +110,17 @@ def lean_path(image: np.ndarray, data: bytes) -> list:
 def round_trip(image: np.ndarray, out_side: int, repeat: int) -> dict:
     echo = overhead.EchoPredictor()
     gateway = overhead.Gateway(echo)
+    pid = echo.process.pid
     try:
         gateway.infer("upscale", image, out_side, out_side)  # warm-up
         runs = []
         for _ in range(repeat):
-            reset_peak()
-            before = peak_rss()
+            reset_peak(), reset_peak(pid)
+            before, predictor_before = peak_rss(), peak_rss(pid)
             timing, shape = gateway.infer("upscale", image, out_side, out_side)
             assert shape == (out_side, out_side, 3)
-            runs.append({**timing, "peak_growth": peak_rss() - before})
+            runs.append({**timing, "peak_growth": peak_rss() - before,
+                         "predictor_peak_growth": peak_rss(pid) - predictor_before})  # fmt: skip
         return {k: min(r[k] for r in runs) for k in runs[0]}
     finally:
         gateway.close()
@@ -127,8 +138,9 @@ def main() -> int:
     print(f"input {image.nbytes / 1e6:.1f} MB, answer {answer.nbytes / 1e6:.1f} MB\n")
     print("| step | wall s | peak RSS growth (x tensor size) |\n|---|---|---|")
     kserve, data = kserve_path(image, answer)
-    lean = lean_path(image, data) if importlib.util.find_spec("transformer.v2wire") else []
-    for title, rows in (("KServe's types", kserve), ("the gateway's v2wire", lean)):
+    lean = lean_path(image, answer, data) if importlib.util.find_spec("transformer.v2wire") else []
+    ours = "ours: transformer/v2wire.py, predictors/v2grpc.py"
+    for title, rows in (("KServe's types", kserve), (ours, lean)):
         print(f"| **{title}** | | |")
         for name, wall, copies in rows:
             print(f"| {name} | {wall:.3f} | {copies:.2f} |")
@@ -137,8 +149,9 @@ def main() -> int:
     print(
         f"\nround trip, {args.side} px in, {args.side * args.scale} px back (code: "
         f"{Path(sys.modules['transformer'].__file__).parent.parent}): {trip['wall']:.3f} s wall, "
-        f"{trip['cpu']:.3f} s CPU (both processes), gateway peak RSS +"
-        f"{trip['peak_growth'] / 1e6:.0f} MB"
+        f"{trip['cpu']:.3f} s CPU (both processes), peak RSS growth: gateway +"
+        f"{trip['peak_growth'] / 1e6:.0f} MB, "
+        f"predictor +{trip['predictor_peak_growth'] / 1e6:.0f} MB"
     )
     return 0
 

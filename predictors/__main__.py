@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 
-from kserve import ModelServer, model_server
+from kserve import model_server
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.errors import ModelNotFound
 from kserve.protocol.dataplane import DataPlane
@@ -25,6 +25,7 @@ from .restore import RestoreModel
 from .shutdown import GracefulShutdown
 from .upscale import UpscaleModel
 from .v2codec import request_from_binary_rest
+from .v2grpc import PredictorServer
 
 # The chart's terminationGracePeriodSeconds (30) less time to cancel and exit.
 DEFAULT_SHUTDOWN_GRACE = 25
@@ -159,7 +160,7 @@ def main() -> None:
         compile_net=args.compile,
         **task_options(args),
     )
-    server = ModelServer(grace_period=max(1, round(args.shutdown_grace_seconds)))
+    server = PredictorServer(grace_period=max(1, round(args.shutdown_grace_seconds)))
     server.dataplane = PredictorDataPlane(server.registered_models)
     server.model_repository_extension = surface.ClosedRepository(server.registered_models)
     surface.install_routes(model_server.app, server.dataplane)

@@ -131,8 +131,8 @@ def decode_images(request: InferRequest) -> np.ndarray:
 def encode_images(
     request: InferRequest, model_name: str, images: np.ndarray, parameters: dict[str, Any]
 ) -> InferResponse:
-    output = InferOutput(IMAGE, list(images.shape), "UINT8")
-    output.set_data_from_numpy(np.ascontiguousarray(images), binary_data=True)
+    # The array itself: predictors/v2grpc.py sends it as it is; REST converts it as KServe does.
+    output = InferOutput(IMAGE, list(images.shape), "UINT8", data=images)
     return InferResponse(
         # Some clients send no id, and a response without one fails their validation.
         response_id=request.id or str(uuid.uuid4()),

@@ -1,0 +1,126 @@
+"""Predictors' ModelInfer answers: our serialization agrees with KServe's and is the one served."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from kserve import Model
+from kserve.model_repository import ModelRepository
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import (
+    InferParameter,
+    ModelInferRequest,
+    ModelInferResponse,
+)
+from kserve.protocol.infer_type import InferOutput, InferResponse
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+from predictors import v2grpc
+from predictors.v2codec import encode_images
+from tests.servers import free_port
+from transformer.v2wire import RawTensorClient, encode_request
+
+
+def test_an_image_answer_parses_as_kserves_does(astronaut):
+    image = np.ascontiguousarray(astronaut[:37, :50][None])
+    request = type("Request", (), {"id": "r1", "use_binary_outputs": True})()
+    response = encode_images(request, "upscale", image, {"faces": 2})
+    ours = ModelInferResponse.FromString(v2grpc.encode_response(response))
+    output = InferOutput("image", list(image.shape), "UINT8")
+    output.set_data_from_numpy(image, binary_data=True)
+    kserves = InferResponse(
+        "r1", "upscale", [output], parameters={"faces": 2}, use_binary_outputs=True
+    )
+    theirs = ModelInferResponse.FromString(kserves.to_grpc().SerializeToString())
+    assert ours.id == theirs.id == "r1" and ours.model_name == "upscale"
+    assert ours.parameters["faces"].int64_param == 2
+    assert [(o.name, list(o.shape), o.datatype) for o in ours.outputs] == [
+        (o.name, list(o.shape), o.datatype) for o in theirs.outputs
+    ]
+    assert list(ours.raw_output_contents) == list(theirs.raw_output_contents) == [image.tobytes()]
+
+
+def test_a_strided_view_is_sent_as_its_pixels(astronaut):
+    """The one-image answer can be a view of a larger array (predictors/base.py)."""
+    view = astronaut[::2, 1::3][None]
+    assert not view.flags.c_contiguous
+    output = InferOutput("image", list(view.shape), "UINT8", data=view)
+    sent = ModelInferResponse.FromString(v2grpc.encode_response(InferResponse("r", "m", [output])))
+    assert sent.raw_output_contents[0] == np.ascontiguousarray(view).tobytes()
+
+
+def test_outputs_that_are_not_arrays_keep_kserves_encoding():
+    output = InferOutput("label", [2], "BYTES", data=["cat", "dog"])
+    sent = ModelInferResponse.FromString(v2grpc.encode_response(InferResponse("r", "m", [output])))
+    assert list(sent.outputs[0].contents.bytes_contents) == [b"cat", b"dog"]
+
+
+class Invert(Model):
+    def __init__(self):
+        super().__init__("invert")
+        self.ready = True
+
+    async def predict(self, payload, headers=None):
+        image = payload.inputs[0].as_numpy()
+        return encode_images(payload, self.name, 255 - image, {})
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """PredictorGRPCServer in this process with a spy on its answer encoding."""
+    encoded = []
+
+    def spy(response):
+        encoded.append(response)
+        return original(response)
+
+    original = v2grpc.encode_response
+    monkeypatch.setattr(v2grpc, "encode_response", spy)
+    return encoded
+
+
+def test_the_server_answers_modelinfer_with_our_encoding(astronaut, served):
+    image = np.ascontiguousarray(astronaut[:64, :48][None])
+
+    async def ask() -> tuple[np.ndarray, ModelInferResponse]:
+        registry = ModelRepository()
+        registry.update(Invert())
+        port = free_port()
+        limits = {
+            "grpc_max_send_message_length": 64 << 20,
+            "grpc_max_receive_message_length": 64 << 20,
+        }
+        server = v2grpc.PredictorGRPCServer(
+            port,
+            DataPlane(registry),
+            ModelRepositoryExtension(registry),
+            kwargs=limits,
+            grace_period=1,
+        )
+        serving = asyncio.create_task(server.start(2))
+        client = RawTensorClient(f"127.0.0.1:{port}", timeout=30)
+        try:
+            await client.is_server_ready(timeout=30)  # KServe's servicer: other methods unchanged
+            tensor = ModelInferRequest.InferInputTensor(
+                name="image", datatype="UINT8", shape=list(image.shape)
+            )
+            message = ModelInferRequest(
+                model_name="invert",
+                id="q1",
+                inputs=[tensor],
+                parameters={"note": InferParameter(string_param="x")},
+            )
+            reply = await client.infer(encode_request(message, [image]))
+            answer = np.frombuffer(reply.raw_outputs[0], np.uint8).reshape(image.shape)
+            return answer, reply.message
+        finally:
+            await client.close()
+            await server.stop()
+            await serving
+
+    answer, message = asyncio.run(ask())
+    assert message.id == "q1" and list(message.outputs[0].shape) == list(image.shape)
+    assert np.array_equal(answer, 255 - image)
+    assert len(served) == 1  # the answer went through encode_response, not KServe's to_grpc
