@@ -15,6 +15,7 @@ What has to change to run on one machine, and nothing else:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -100,9 +101,7 @@ class LocalContainer:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)}
         env.update(self.image.env)
         for entry in self.container.get("env") or []:
-            if "value" not in entry:
-                raise ChartMismatch(f"{self.name}: env {entry['name']} has no plain value")
-            env[entry["name"]] = entry["value"]
+            env[entry["name"]] = self._env_value(entry)
         for key, value in env.items():
             if m := SERVICE_ADDRESS.match(value):
                 env[key] = f"127.0.0.1:{resolve(m.group(1), m.group(2), int(m.group(3)))}"
@@ -110,6 +109,17 @@ class LocalContainer:
                 env[key] = self._path(value)
         env["TMPDIR"] = str(self.volumes["/tmp"])  # Python's tempfile then uses the pod's /tmp
         return env
+
+    def _env_value(self, entry: dict) -> str:
+        """A plain value, or a CPU limit in whole CPUs as the kubelet resolves it (rounded up)."""
+        if "value" in entry:
+            return entry["value"]
+        field = (entry.get("valueFrom") or {}).get("resourceFieldRef") or {}
+        if field.get("resource") != "limits.cpu" or str(field.get("divisor", "1")) != "1":
+            raise ChartMismatch(f"{self.name}: env {entry['name']} is neither plain nor limits.cpu")
+        cpu = str(self.container["resources"]["limits"]["cpu"])
+        cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+        return str(math.ceil(cores))
 
     def start(self, resolve, workdir: Path) -> None:
         self.log_path = self.volumes["/tmp"].parent / f"{self.name.replace('/', '-')}.log"

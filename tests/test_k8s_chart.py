@@ -277,8 +277,20 @@ def test_gpu_render_requests_gpus_on_gpu_nodes():
             assert resources["requests"][GPU] == resources["limits"][GPU]
             assert any(k.startswith("nvidia.com/") for k in predictor["nodeSelector"])
             assert any(t["key"] == GPU for t in predictor["tolerations"])
-            env = {e["name"]: e["value"] for e in predictor["containers"][0]["env"]}
+            env = {e["name"]: e.get("value") for e in predictor["containers"][0]["env"]}
             assert env["FORCE_CPU"] == "false"
+            assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # no spinning workers beside the GPU
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_torch_threads_follow_the_cpu_limit(preset):
+    """Not the node's core count: a 64-core GPU node would start 64 threads for 4 CPUs."""
+    for isvc in by_kind(render(preset), "InferenceService"):
+        container = isvc["spec"]["predictor"]["containers"][0]
+        (threads,) = [e for e in container["env"] if e["name"] == "OMP_NUM_THREADS"]
+        field = threads["valueFrom"]["resourceFieldRef"]
+        assert field["resource"] == "limits.cpu" and str(field["divisor"]) == "1"
+        assert container["resources"]["limits"]["cpu"]
 
 
 def test_kind_render_has_no_gpu_anything():
@@ -289,8 +301,9 @@ def test_kind_render_has_no_gpu_anything():
         assert "nodeSelector" not in predictor
         assert "tolerations" not in predictor
         container = predictor["containers"][0]
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["FORCE_CPU"] == "true"
+        assert "OMP_WAIT_POLICY" not in env  # on CPU the network's own threads want to spin
         (uri,) = storage_uris(isvc)
         assert uri.startswith("pvc://")
         # KServe mounts <claim>/<path> at /mnt/models only for STORAGE_URI, not storageUris

@@ -48,6 +48,7 @@ ROUTES = {
 UNVERIFIED = ["--set", "predictor.allowUnverifiedWeights=true"]
 # Environment variables read by libraries or by KServe, not by our code.
 LIBRARY_ENV = {"HOME", "TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME", "STORAGE_URI"}
+LIBRARY_ENV |= {"OMP_NUM_THREADS", "OMP_WAIT_POLICY"}  # OpenMP's, under torch
 
 
 def variant_of(isvc: dict) -> str:
