@@ -93,7 +93,8 @@ def main() -> None:
     best = min(runs, key=lambda r: r["host_cpu_s"])
     print(
         f"upscale x{args.scale} of a {args.size} px photo, tile {args.tile}, "
-        f"{best['threads']} threads, best of {args.repeat} fresh processes:\n"
+        f"{best['threads']} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"best of {args.repeat} fresh processes:\n"
         f"  host work {best['host_cpu_s']:.2f} CPU-s (network {best['network_cpu_s']:.2f} CPU-s "
         f"subtracted), request wall {best['wall_s']:.2f} s\n"
         f"  peak RSS {best['peak_rss_mb']} MB "

@@ -37,16 +37,17 @@ class ColorizeModel(EnhanceModel):
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         height, width = rgb.shape[:2]
         side = ddcolor_input_side(params["render_factor"])
-        image = rgb.astype(np.float32) / 255.0
-        full_l = cv2.cvtColor(image, cv2.COLOR_RGB2Lab)[:, :, :1]
+        # Single-channel views of the interleaved pixels: OpenCV scales and rounds each in one pass.
+        image = cv2.multiply(rgb.reshape(height, -1), 1 / 255.0, dtype=cv2.CV_32F)
+        image = image.reshape(height, width, 3)
         small_l = cv2.cvtColor(cv2.resize(image, (side, side)), cv2.COLOR_RGB2Lab)[:, :, :1]
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2Lab, dst=image)  # its L is kept, its ab replaced
         grey_lab = np.concatenate([small_l, np.zeros_like(small_l), np.zeros_like(small_l)], -1)
         grey_rgb = cv2.cvtColor(grey_lab, cv2.COLOR_Lab2RGB)
         tensor = torch.from_numpy(grey_rgb).permute(2, 0, 1)[None].to(self.device)
         with self.half_precision():
             ab = self.net(tensor).float()
         ab = F.interpolate(ab, size=(height, width), mode="bilinear", align_corners=False)
-        ab = ab[0].clamp_(*AB_RANGE).permute(1, 2, 0).cpu().numpy()
-        lab = np.concatenate([full_l, ab], axis=-1)
-        out = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
-        return (out * 255.0).round().clip(0, 255).astype(np.uint8), {}
+        lab[:, :, 1:] = ab[0].clamp_(*AB_RANGE).permute(1, 2, 0).cpu().numpy()
+        out = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=lab)
+        return cv2.multiply(out.reshape(height, -1), 255.0, dtype=cv2.CV_8U).reshape(rgb.shape), {}
