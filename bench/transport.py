@@ -51,7 +51,7 @@ def step(name: str, fn, size: int, results: list):
 
 
 def kserve_path(image: np.ndarray, answer: np.ndarray) -> list:
-    from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferResponse
+    from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
     from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
     out: list = []
@@ -63,9 +63,15 @@ def kserve_path(image: np.ndarray, answer: np.ndarray) -> list:
              lambda: tensor.set_data_from_numpy(image, binary_data=True), n_in, out)  # fmt: skip
         request = InferRequest(model_name="upscale", infer_inputs=[tensor])
         message = step("request: InferRequest.to_grpc", request.to_grpc, n_in, out)
-        step("request: SerializeToString", message.SerializeToString, n_in, out)
+        sent = step("request: SerializeToString", message.SerializeToString, n_in, out)
+        parsed = step("request (predictor): ModelInferRequest.FromString",
+                      lambda: ModelInferRequest.FromString(sent), n_in, out)  # fmt: skip
+        got = step("request (predictor): InferRequest.from_grpc",
+                   lambda: InferRequest.from_grpc(parsed), n_in, out)  # fmt: skip
+        step("request (predictor): as_numpy", lambda: got.inputs[0].as_numpy(), n_in, out)
+        return sent
 
-    request_steps()
+    request = request_steps()
     output = InferOutput("image", list(answer.shape), "UINT8")
     step("answer (predictor): InferOutput.set_data_from_numpy (tobytes)",
          lambda: output.set_data_from_numpy(answer, binary_data=True), n_out, out)  # fmt: skip
@@ -78,10 +84,10 @@ def kserve_path(image: np.ndarray, answer: np.ndarray) -> list:
     back = step("answer (gateway): InferResponse.from_grpc",
                 lambda: InferResponse.from_grpc(parsed), n_out, out)  # fmt: skip
     step("answer (gateway): as_numpy", lambda: back.outputs[0].as_numpy(), n_out, out)
-    return out, data
+    return out, request, data
 
 
-def lean_path(image: np.ndarray, answer: np.ndarray, data: bytes) -> list:
+def lean_path(image: np.ndarray, answer: np.ndarray, request: bytes, data: bytes) -> list:
     from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
     from kserve.protocol.infer_type import InferOutput, InferResponse
 
@@ -93,9 +99,12 @@ def lean_path(image: np.ndarray, answer: np.ndarray, data: bytes) -> list:
     step("request: v2wire.encode_request (one join)",
          lambda: encode_request(message, [image]), image.nbytes, out)  # fmt: skip
     try:
-        from predictors.v2grpc import encode_response
+        from predictors.v2grpc import decode_request, encode_response
     except ImportError:  # a checkout from before it
         return out
+    got = step("request (predictor): v2grpc.decode_request",
+               lambda: decode_request(request), image.nbytes, out)  # fmt: skip
+    step("request (predictor): as_numpy", lambda: got.inputs[0].as_numpy(), image.nbytes, out)
     output = InferOutput("image", list(answer.shape), "UINT8", data=answer)
     response = InferResponse("r", "upscale", [output], use_binary_outputs=True)
     step("answer (predictor): v2grpc.encode_response (one join)",
@@ -137,8 +146,9 @@ def main() -> int:
     answer = np.ascontiguousarray(overhead.upscaled(image[0], args.scale)[None])
     print(f"input {image.nbytes / 1e6:.1f} MB, answer {answer.nbytes / 1e6:.1f} MB\n")
     print("| step | wall s | peak RSS growth (x tensor size) |\n|---|---|---|")
-    kserve, data = kserve_path(image, answer)
-    lean = lean_path(image, answer, data) if importlib.util.find_spec("transformer.v2wire") else []
+    kserve, request, data = kserve_path(image, answer)
+    has_v2wire = importlib.util.find_spec("transformer.v2wire")
+    lean = lean_path(image, answer, request, data) if has_v2wire else []
     ours = "ours: transformer/v2wire.py, predictors/v2grpc.py"
     for title, rows in (("KServe's types", kserve), (ours, lean)):
         print(f"| **{title}** | | |")

@@ -1,11 +1,12 @@
-"""The predictors' gRPC server: KServe's, with ModelInfer's answer tensors sent from numpy.
+"""The predictors' gRPC server: KServe's, with ModelInfer's tensors read and written as bytes.
 
 KServe's servicer answers with `InferResponse.to_grpc()`: the answer image is copied by
 `tobytes()`, again into the protobuf message and again when gRPC serializes it (bench/transport.py:
-about 0.45 s and 600 MB of peak memory for the 200 MB x4 answer to a 2048 px photo). Here
-ModelInfer's answer is serialized by us: the small fields by protobuf, the tensors joined
-beside them (common/protowire.py), one copy. Every other method, interceptor and option is
-KServe's.
+about 0.45 s and 600 MB of peak memory for the 200 MB x4 answer to a 2048 px photo); the photo
+in the request is copied twice too (protobuf's parse, then its bytes field). Here ModelInfer
+reads and writes the message itself (common/protowire.py): the photo is a view of the received
+bytes, and the answer is joined beside protobuf's small fields, one copy. Every other method,
+interceptor and option is KServe's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import grpc
 import numpy as np
 from grpc import aio
 from kserve import ModelServer, model_server
+from kserve.errors import InvalidInput
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
@@ -24,10 +26,35 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse, to_grpc_parameters
 from kserve.utils.utils import to_headers
 
-from common.protowire import join_bytes_field
+from common.protowire import join_bytes_field, split_bytes_field
 
 SERVICE = "inference.GRPCInferenceService"
+_RAW_INPUT = ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number
 _RAW_OUTPUT = ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number
+
+
+def decode_request(data: bytes) -> InferRequest:
+    """A serialized ModelInferRequest as KServe's InferRequest, raw inputs as views of `data`."""
+    rest, raw = split_bytes_field(data, _RAW_INPUT)
+    message = ModelInferRequest.FromString(rest)
+    if raw and len(raw) != len(message.inputs):  # KServe's own checks, on the split-off count
+        raise InvalidInput(
+            f"the number of inputs ({len(message.inputs)}) does not match the number of raw "
+            f"input contents ({len(raw)}) for model '{message.model_name}'."
+        )
+    if raw and any(tensor.HasField("contents") for tensor in message.inputs):
+        raise InvalidInput("contents must not be given beside raw_input_contents")
+    parsed = InferRequest.from_grpc(message)
+    return InferRequest(
+        parsed.model_name,
+        parsed.inputs,
+        parsed.id,
+        raw_inputs=raw,
+        from_grpc=True,
+        parameters=parsed.parameters,
+        request_outputs=parsed.request_outputs,
+        model_version=parsed.model_version,
+    )
 
 
 def encode_response(response: InferResponse | ModelInferResponse) -> bytes:
@@ -61,29 +88,27 @@ def encode_response(response: InferResponse | ModelInferResponse) -> bytes:
     return join_bytes_field(message.SerializeToString(), _RAW_OUTPUT, contiguous)
 
 
-class RawAnswerServicer(InferenceServicer):
-    """KServe's servicer whose ModelInfer returns the serialized answer."""
+class RawTensorServicer(InferenceServicer):
+    """KServe's servicer whose ModelInfer takes and returns serialized messages."""
 
     def __init__(self, data_plane, model_repository_extension):
         super().__init__(data_plane, model_repository_extension)
         self.data_plane = data_plane
 
-    async def ModelInfer(self, request: ModelInferRequest, context) -> bytes:  # type: ignore[override]
-        self.validate_grpc_request(request)
+    async def ModelInfer(self, data: bytes, context) -> bytes:  # type: ignore[override]
+        request = decode_request(data)
         response, _ = await self.data_plane.infer(
-            request=InferRequest.from_grpc(request),
-            headers=to_headers(context),
-            model_name=request.model_name,
+            request=request, headers=to_headers(context), model_name=request.model_name
         )
         return encode_response(response)
 
 
 class PredictorGRPCServer(GRPCServer):
-    """KServe's GRPCServer.start, with RawAnswerServicer's ModelInfer registered over KServe's
+    """KServe's GRPCServer.start, with RawTensorServicer's ModelInfer registered over KServe's
     (a later registration of a method replaces the earlier one)."""
 
     async def start(self, max_workers):
-        servicer = RawAnswerServicer(self._data_plane, self._model_repository_extension)
+        servicer = RawTensorServicer(self._data_plane, self._model_repository_extension)
         limits = ("grpc.max_send_message_length", "grpc.max_receive_message_length")
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
@@ -91,10 +116,9 @@ class PredictorGRPCServer(GRPCServer):
             options=[(name, self._kwargs.get(name.replace(".", "_"))) for name in limits],
         )
         add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
-        raw_answer = grpc.unary_unary_rpc_method_handler(
-            servicer.ModelInfer, request_deserializer=ModelInferRequest.FromString
-        )  # no response_serializer: the bytes go out as they are
-        self._server.add_registered_method_handlers(SERVICE, {"ModelInfer": raw_answer})
+        # No (de)serializers: the handler gets and returns the message's bytes.
+        raw_infer = grpc.unary_unary_rpc_method_handler(servicer.ModelInfer)
+        self._server.add_registered_method_handlers(SERVICE, {"ModelInfer": raw_infer})
         self._server.add_insecure_port(f"[::]:{self._port}")
         await self._server.start()
         await self._server.wait_for_termination()

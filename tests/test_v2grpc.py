@@ -1,4 +1,5 @@
-"""Predictors' ModelInfer answers: our serialization agrees with KServe's and is the one served."""
+"""Predictors' ModelInfer: our reading and writing of the messages agree with KServe's, and are
+what the predictors' gRPC server uses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 from kserve import Model
+from kserve.errors import InvalidInput
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import (
@@ -14,13 +16,45 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
 )
-from kserve.protocol.infer_type import InferOutput, InferResponse
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from predictors import v2grpc
 from predictors.v2codec import encode_images
 from tests.servers import free_port
 from transformer.v2wire import RawTensorClient, encode_request
+
+
+def kserves_request(image: np.ndarray) -> bytes:
+    tensor = InferInput("image", list(image.shape), "UINT8")
+    tensor.set_data_from_numpy(image, binary_data=True)
+    request = InferRequest(
+        "upscale", [tensor], request_id="q7", parameters={"scale": InferParameter(int64_param=2)}
+    )
+    return request.to_grpc().SerializeToString()
+
+
+def test_a_request_reads_as_kserves_with_the_photo_a_view_of_the_bytes(astronaut):
+    image = np.ascontiguousarray(astronaut[:33, :41][None])
+    data = kserves_request(image)
+    ours = v2grpc.decode_request(data)
+    theirs = InferRequest.from_grpc(ModelInferRequest.FromString(data))
+    assert (ours.id, ours.model_name) == (theirs.id, theirs.model_name) == ("q7", "upscale")
+    assert ours.parameters["scale"].int64_param == 2
+    assert [(i.name, list(i.shape), i.datatype) for i in ours.inputs] == [
+        (i.name, list(i.shape), i.datatype) for i in theirs.inputs
+    ]
+    photo = ours.inputs[0].as_numpy()
+    assert np.array_equal(photo, image) and np.array_equal(photo, theirs.inputs[0].as_numpy())
+    assert np.shares_memory(photo, np.frombuffer(data, np.uint8))  # not a copy
+
+
+def test_raw_contents_that_do_not_match_the_inputs_are_refused(astronaut):
+    image = np.ascontiguousarray(astronaut[:8, :8][None])
+    message = ModelInferRequest.FromString(kserves_request(image))
+    message.raw_input_contents.append(b"extra")
+    with pytest.raises(InvalidInput, match="number of inputs"):
+        v2grpc.decode_request(message.SerializeToString())
 
 
 def test_an_image_answer_parses_as_kserves_does(astronaut):
