@@ -11,10 +11,12 @@ interceptor and option is KServe's.
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from grpc import aio
 from kserve import ModelServer, model_server
 from kserve.errors import InvalidInput
@@ -28,6 +30,7 @@ from kserve.utils.utils import to_headers
 
 from common.protowire import join_bytes_field, split_bytes_field
 
+log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 _RAW_INPUT = ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number
 _RAW_OUTPUT = ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number
@@ -35,8 +38,11 @@ _RAW_OUTPUT = ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"
 
 def decode_request(data: bytes) -> InferRequest:
     """A serialized ModelInferRequest as KServe's InferRequest, raw inputs as views of `data`."""
-    rest, raw = split_bytes_field(data, _RAW_INPUT)
-    message = ModelInferRequest.FromString(rest)
+    try:
+        rest, raw = split_bytes_field(data, _RAW_INPUT)
+        message = ModelInferRequest.FromString(rest)
+    except (ValueError, DecodeError) as exc:
+        raise InvalidInput(f"the request is not a ModelInferRequest: {exc}") from None
     if raw and len(raw) != len(message.inputs):  # KServe's own checks, on the split-off count
         raise InvalidInput(
             f"the number of inputs ({len(message.inputs)}) does not match the number of raw "
@@ -103,16 +109,28 @@ class RawTensorServicer(InferenceServicer):
         return encode_response(response)
 
 
+class ClientErrorsInOneLine(ExceptionToStatusInterceptor):
+    """KServe's exceptions-to-status mapping, except that an invalid request (the client's
+    mistake: a bad parameter or tensor) is logged in one line instead of with a traceback."""
+
+    async def handle_exception(self, ex, request_or_iterator, context, method_name):
+        if isinstance(ex, InvalidInput):
+            log.warning("invalid request (%s): %s", method_name, ex.reason)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, ex.reason)
+        await super().handle_exception(ex, request_or_iterator, context, method_name)
+
+
 class PredictorGRPCServer(GRPCServer):
     """KServe's GRPCServer.start, with RawTensorServicer's ModelInfer registered over KServe's
-    (a later registration of a method replaces the earlier one)."""
+    (a later registration of a method replaces the earlier one) and invalid requests logged in
+    one line."""
 
     async def start(self, max_workers):
         servicer = RawTensorServicer(self._data_plane, self._model_repository_extension)
         limits = ("grpc.max_send_message_length", "grpc.max_receive_message_length")
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            interceptors=(LoggingInterceptor(), ClientErrorsInOneLine()),
             options=[(name, self._kwargs.get(name.replace(".", "_"))) for name in limits],
         )
         add_GRPCInferenceServiceServicer_to_server(servicer, self._server)

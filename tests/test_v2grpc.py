@@ -4,7 +4,9 @@ what the predictors' gRPC server uses."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import grpc
 import numpy as np
 import pytest
 from kserve import Model
@@ -115,7 +117,28 @@ def served(monkeypatch):
     return encoded
 
 
-def test_the_server_answers_modelinfer_with_our_encoding(astronaut, served):
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged():
+    """Every record of KServe's and the predictors' loggers (KServe's does not propagate)."""
+    handler = Records()
+    loggers = [logging.getLogger(name) for name in ("kserve", "predictors")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler.records
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+def test_the_server_answers_modelinfer_with_our_encoding(astronaut, served, logged):
     image = np.ascontiguousarray(astronaut[:64, :48][None])
 
     async def ask() -> tuple[np.ndarray, ModelInferResponse]:
@@ -146,7 +169,11 @@ def test_the_server_answers_modelinfer_with_our_encoding(astronaut, served):
                 inputs=[tensor],
                 parameters={"note": InferParameter(string_param="x")},
             )
-            reply = await client.infer(encode_request(message, [image]))
+            with pytest.raises(grpc.aio.AioRpcError) as garbage:
+                await client.infer(b"\x0a\xff\xff")  # a field longer than the message
+            assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a ModelInferRequest" in garbage.value.details()
+            reply = await client.infer(encode_request(message, [image]))  # still serving
             answer = np.frombuffer(reply.raw_outputs[0], np.uint8).reshape(image.shape)
             return answer, reply.message
         finally:
@@ -158,3 +185,7 @@ def test_the_server_answers_modelinfer_with_our_encoding(astronaut, served):
     assert message.id == "q1" and list(message.outputs[0].shape) == list(image.shape)
     assert np.array_equal(answer, 255 - image)
     assert len(served) == 1  # the answer went through encode_response, not KServe's to_grpc
+    # the garbage request: one warning line, no traceback
+    invalid = [r for r in logged if "not a ModelInferRequest" in r.getMessage()]
+    assert len(invalid) == 1 and invalid[0].levelno == logging.WARNING
+    assert not any(r.exc_info for r in logged)
