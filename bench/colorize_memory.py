@@ -46,20 +46,9 @@ def one_case(encoder: str, factor: int, weights: Path) -> dict:
     assert model.load(), model.load_error
     model.net = model.loaded.descriptor.model
     if encoder == "large":
-        from spandrel_extra_arches.architectures.DDColor import DDColor
+        from tests.weights_factory import ddcolor_net
 
-        net = DDColor(
-            encoder_name="convnext-l",
-            decoder_name="MultiScaleColorDecoder",
-            input_size=(512, 512),
-            nf=512,
-            num_output_channels=2,
-            last_norm="Spectral",
-            num_queries=100,
-            num_scales=3,
-            dec_layers=9,
-        ).eval()
-        model.net = net
+        model.net = ddcolor_net("convnext-l", 512).eval()
         model.loaded = None
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     loaded = rss_mb()

@@ -19,6 +19,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from predictors.face_restore import keep_largest_faces
+from tests import weights_factory
 from tests.servers import running_predictor
 from tests.v2clients import CHANNEL, infer_grpc
 
@@ -26,20 +27,9 @@ MAX_FACES = 2
 
 
 def crowd_detector_state() -> dict:
-    from facexlib.detection.retinaface import RetinaFace
-
-    torch.manual_seed(0)
-    net = RetinaFace(network_name="resnet50", half=False, device="cpu")
-    landmarks = [-1.8, -0.5, 1.8, -0.5, 0.0, 1.6, -1.5, 3.2, 1.5, 3.2]  # x 0.1 anchor size
-    with torch.no_grad():
-        for head in (*net.ClassHead, *net.BboxHead, *net.LandmarkHead):
-            head.conv1x1.weight.zero_()
-            head.conv1x1.bias.zero_()
-        for level, head in enumerate(net.ClassHead):
-            face = [-10.0, 10.0] if level == 1 else [10.0, -10.0]  # the 128 px anchors
-            head.conv1x1.bias.copy_(torch.tensor([10.0, -10.0, *face]))
-        net.LandmarkHead[1].conv1x1.bias.copy_(torch.tensor([0.0] * 10 + landmarks))
-    return {f"module.{k}": v for k, v in net.state_dict().items()}
+    """Every 128 px anchor of the middle level a face, boxes unstretched: a grid of faces."""
+    landmarks = (-1.8, -0.5, 1.8, -0.5, 0.0, 1.6, -1.5, 3.2, 1.5, 3.2)
+    return weights_factory.retinaface_state(level=1, landmarks=landmarks, stretched=False)
 
 
 @pytest.fixture(scope="module")

@@ -71,14 +71,14 @@ def codeformer_state(seed: int = 0) -> dict:
     return {"params_ema": net.state_dict()}
 
 
-def ddcolor_tiny_state(seed: int = 0) -> dict:
+def ddcolor_net(encoder_name: str, input_side: int) -> torch.nn.Module:
+    """DDColor as the official checkpoints configure it: convnext-t (paper_tiny) or convnext-l."""
     from spandrel_extra_arches.architectures.DDColor import DDColor
 
-    torch.manual_seed(seed)
-    net = DDColor(
-        encoder_name="convnext-t",
+    return DDColor(
+        encoder_name=encoder_name,
         decoder_name="MultiScaleColorDecoder",
-        input_size=(256, 256),
+        input_size=(input_side, input_side),
         nf=512,
         num_output_channels=2,
         last_norm="Spectral",
@@ -86,32 +86,48 @@ def ddcolor_tiny_state(seed: int = 0) -> dict:
         num_scales=3,
         dec_layers=9,
     )
-    return {"params": net.state_dict()}
 
 
-def retinaface_state(seed: int = 0) -> dict:
+def ddcolor_tiny_state(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    return {"params": ddcolor_net("convnext-t", 256).state_dict()}
+
+
+# Five points (eyes, nose, mouth corners) in tenths of the anchor's size, around its centre.
+ONE_FACE_LANDMARKS = (-1.2, -0.3, 1.2, -0.3, 0.0, 1.1, -1.0, 2.2, 1.0, 2.2)
+
+
+def retinaface_state(
+    seed: int = 0,
+    *,
+    level: int = 2,
+    landmarks: tuple[float, ...] = ONE_FACE_LANDMARKS,
+    stretched: bool = True,
+) -> dict:
     """facexlib's RetinaFace (resnet50) with its heads set so that it finds exactly one face.
 
     Random weights would find faces at random (often dozens: slow, and untestable). Here only the
-    512 px anchors of the coarsest level score as faces, their boxes are stretched far past the
-    image so non-maximum suppression keeps one, and the landmarks form a plausible 5-point face
-    around the anchor centre, so detection, alignment and paste-back really run.
+    larger anchor of `level` scores as a face (by default the 512 px anchors of the coarsest
+    level), its boxes are `stretched` far past the image so non-maximum suppression keeps one
+    (otherwise a grid of faces remains: a crowd), and the landmarks form a plausible 5-point
+    face around the anchor centre, so detection, alignment and paste-back really run.
     """
     from facexlib.detection.retinaface import RetinaFace
 
     torch.manual_seed(seed)
     net = RetinaFace(network_name="resnet50", half=False, device="cpu")
-    # Each location has two anchors (256 and 512 px at stride 32); outputs are per anchor.
-    landmarks = [-1.2, -0.3, 1.2, -0.3, 0.0, 1.1, -1.0, 2.2, 1.0, 2.2]  # x 0.1 anchor size
+    # Each location has two anchors (at level 2: 256 and 512 px at stride 32); outputs are per
+    # anchor, the larger one second.
     with torch.no_grad():
         for head in (*net.ClassHead, *net.BboxHead, *net.LandmarkHead):
             head.conv1x1.weight.zero_()
             head.conv1x1.bias.zero_()
-        for level, head in enumerate(net.ClassHead):
-            face = [-10.0, 10.0] if level == 2 else [10.0, -10.0]
+        for index, head in enumerate(net.ClassHead):
+            face = [-10.0, 10.0] if index == level else [10.0, -10.0]
             head.conv1x1.bias.copy_(torch.tensor([10.0, -10.0, *face]))
-        net.BboxHead[2].conv1x1.bias.copy_(torch.tensor([0, 0, 0, 0, 0, 0, 10.0, 10.0]))
-        net.LandmarkHead[2].conv1x1.bias.copy_(torch.tensor([0.0] * 10 + landmarks))
+        if stretched:
+            net.BboxHead[level].conv1x1.bias.copy_(torch.tensor([0, 0, 0, 0, 0, 0, 10.0, 10.0]))
+        net.LandmarkHead[level].conv1x1.bias.copy_(torch.tensor([0.0] * 10 + list(landmarks)))
     return {f"module.{k}": v for k, v in net.state_dict().items()}
 
 
