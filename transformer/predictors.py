@@ -153,13 +153,12 @@ class Predictors:
             finally:
                 elapsed = time.perf_counter() - start
                 metrics.PREDICTOR_SECONDS.labels(task, outcome).observe(elapsed)
-        seconds = time.perf_counter() - start
         answer = self._image_of(task, response)
         params = {k: from_parameter(v) for k, v in response.message.parameters.items()}
         seen = {k: params[k] for k in ("variant", "device") if params.get(k)}
         if seen:
             self.reported[task] = seen
-        return Answer(answer, params, seconds)
+        return Answer(answer, params, elapsed)
 
     def _image_of(self, task: str, response: Reply) -> np.ndarray:
         """The answer's image: a read-only view into the received message, not a copy."""
