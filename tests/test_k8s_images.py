@@ -210,15 +210,159 @@ def test_image_holds_every_package_its_code_imports(image):
     """A local package the code imports (say a shared `common/`) is copied into the image and
     installed by `pip install .` (pyproject's package list)."""
     dockerfile = Dockerfile.read(IMAGES[image])
-    copied = {ins.text.split()[0] for ins in dockerfile.all("COPY")} & LOCAL_PACKAGES
-    needed, todo = set(), [dockerfile.entrypoint[-1]]
-    while todo:
-        package = todo.pop()
-        needed.add(package)
-        todo += sorted((_imported_top_levels(ROOT / package) & LOCAL_PACKAGES) - needed)
+    copied = set(copy_sources(dockerfile)) & LOCAL_PACKAGES
+    needed = needed_packages(dockerfile)
     assert needed <= copied, f"{image} image: COPY {sorted(needed - copied)}"
     include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "packages"
     ]["find"]["include"]
     for package in needed:
         assert any(re.fullmatch(p.replace("*", ".*"), package) for p in include), package
+
+
+# ---------------------------------------------------------------------------------------------
+# The build context: what .dockerignore lets through, by Docker's own matching rules.
+#
+# The matcher is docker-py's (`docker.utils.build.exclude_paths`, what the Docker SDK for Python
+# tars a context with; its tests are moby's patternmatcher cases). pathspec, the usual Python
+# choice, implements .gitignore rules, which differ where it matters here: in .gitignore a
+# pattern without a slash (`*.pyc`, `*`) matches at any depth, in .dockerignore only at the top
+# of the context (hence `**/*.pyc`); and .gitignore cannot re-include a file below an excluded
+# folder, .dockerignore can.
+
+
+def _dockerignore(text: str) -> list[str]:
+    """The patterns as the docker CLI reads them: trimmed, blank lines and # comments skipped."""
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def context_files(root: Path, dockerfile: str) -> set[str]:
+    """Every path (files and folders, relative, `/`-separated) Docker sends as the build
+    context of `docker build -f <dockerfile> <root>`."""
+    from docker.utils.build import exclude_paths
+
+    ignore = root / ".dockerignore"
+    patterns = _dockerignore(ignore.read_text()) if ignore.exists() else []
+    return {p.replace("\\", "/") for p in exclude_paths(str(root), patterns, dockerfile)}
+
+
+def source_files(root: Path) -> list[str]:
+    """The project's files: tracked or new, not git-ignored (no caches, venvs or weights)."""
+    result = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root, capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode == 0:
+        return sorted(p for p in result.stdout.split("\0") if p and (root / p).is_file())
+    skip = {".git", ".venv", ".tools", ".cache", "__pycache__"}  # not a git checkout
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not skip & set(p.relative_to(root).parts) and p.suffix != ".pyc"
+    )
+
+
+def copy_sources(dockerfile: Dockerfile) -> list[str]:
+    """The context paths the final stage's COPY/ADD lines read (not --from another stage)."""
+    sources = []
+    for ins in dockerfile.all("COPY") + dockerfile.all("ADD"):
+        words = json.loads(ins.text) if ins.text.startswith("[") else shlex.split(ins.text)
+        if any(w.startswith("--from") for w in words):
+            continue
+        words = [w for w in words if not w.startswith("--")]
+        sources += [w.strip("/").removeprefix("./") or "." for w in words[:-1]]
+    return sources
+
+
+def needed_packages(dockerfile: Dockerfile) -> set[str]:
+    """The local packages the entrypoint's package imports, directly or not."""
+    needed, todo = set(), [dockerfile.entrypoint[-1]]
+    while todo:
+        package = todo.pop()
+        needed.add(package)
+        todo += sorted((_imported_top_levels(ROOT / package) & LOCAL_PACKAGES) - needed)
+    return needed
+
+
+def left_out(root: Path, image: str) -> list[str]:
+    """What the image's build needs and .dockerignore keeps out of its context under `root`:
+    COPY sources, and every file of every copied or imported local package."""
+    dockerfile = Dockerfile.read(IMAGES[image])
+    context = context_files(root, IMAGES[image].name)
+    files = source_files(root)
+    missing = []
+    for source in copy_sources(dockerfile) + sorted(needed_packages(dockerfile)):
+        if source not in context and source != ".":
+            missing.append(source)
+        prefix = "" if source == "." else source + "/"
+        missing += [f for f in files if f.startswith(prefix) and f not in context]
+    return sorted(set(missing))
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_dockerignore_keeps_everything_the_build_copies(image):
+    missing = left_out(ROOT, image)
+    assert not missing, f"{image}: .dockerignore leaves out {missing[:20]}"
+
+
+def test_the_context_holds_only_what_the_images_copy():
+    """No venv, caches, weights or tests in the context (Docker sends all of it, every build)."""
+    copied = {
+        source.split("/")[0]
+        for path in IMAGES.values()
+        for source in copy_sources(Dockerfile.read(path))
+    }
+    for image, path in IMAGES.items():
+        top = {p.split("/")[0] for p in context_files(ROOT, path.name)}
+        extra = top - copied - {".dockerignore", path.name}
+        assert not extra, f"{image}: the build context also holds {sorted(extra)}"
+
+
+# .dockerignore as committed before `common/` was shared by both images: both builds failed
+# at `COPY common ./common` ("stat common: file does not exist").
+BROKEN_DOCKERIGNORE = """\
+*
+!pyproject.toml
+!README.md
+!archs/
+!predictors/
+!transformer/
+**/__pycache__
+**/*.pyc
+**/*.pth
+**/*.safetensors
+"""
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_a_dockerignore_without_common_is_caught(image, tmp_path):
+    for name in source_files(ROOT):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    (tmp_path / ".dockerignore").write_text(BROKEN_DOCKERIGNORE)
+    missing = left_out(tmp_path, image)
+    assert "common" in missing and "common/__init__.py" in missing, missing
+
+
+def test_the_matcher_follows_dockers_rules(tmp_path):
+    """moby's patternmatcher semantics, on the cases our .dockerignore relies on."""
+    for name in (
+        "top.pyc", "pkg/deep/mod.pyc", "pkg/__pycache__/m.cpython-311.pyc", "pkg/mod.py",
+        "pkg/keep.pth", "pkg/drop.pth", "other/file.txt", "README.md", "Dockerfile.x",
+    ):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    (tmp_path / ".dockerignore").write_text(
+        "# a comment\n*.pyc\n**/__pycache__\n**/*.pth\n!pkg/keep.pth\nother\n"
+    )
+    context = context_files(tmp_path, "Dockerfile.x")
+    assert "top.pyc" not in context
+    assert "pkg/deep/mod.pyc" in context, "`*.pyc` matches the top level only (unlike git)"
+    assert "pkg/__pycache__" not in context and "pkg/__pycache__/m.cpython-311.pyc" not in context
+    assert "pkg/drop.pth" not in context and "pkg/keep.pth" in context, "the last match wins"
+    assert "other" not in context and "other/file.txt" not in context, "a folder, all below it"
+    (tmp_path / ".dockerignore").write_text("*\n!pkg/\npkg/deep\n")
+    context = context_files(tmp_path, "Dockerfile.x")
+    assert {"pkg", "pkg/mod.py", "Dockerfile.x"} <= context, "`!folder/` re-includes its files"
+    assert not {"README.md", "other/file.txt", "pkg/deep/mod.pyc"} & context
