@@ -36,8 +36,9 @@ MODELS: dict[str, type[EnhanceModel]] = {
 
 
 class PredictorDataPlane(DataPlane):
-    """KServe's data plane with two changes: the server is ready only when its model is loaded
-    (KServe says ready at once), and REST tensors sent as bytes stay bytes (KServe makes lists)."""
+    """KServe's data plane with three changes: the server is ready only when its model is loaded
+    (KServe says ready at once), REST tensors sent as bytes stay bytes (KServe makes lists), and
+    model metadata names the platform with its device."""
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()
@@ -51,6 +52,10 @@ class PredictorDataPlane(DataPlane):
             model = self.model_registry.get_model(model_name)
             raise NotLoaded(model_name, model.load_error or "the weights are still loading")
         return ready
+
+    async def model_metadata(self, model_name: str) -> dict:
+        metadata = await super().model_metadata(model_name)  # KServe leaves platform empty
+        return {**metadata, "platform": self.model_registry.get_model(model_name).platform}
 
     async def get_model(self, name: str):
         # KServe's loads a model that is not ready, on the event loop, once per request; ours

@@ -164,6 +164,12 @@ class EnhanceModel(Model):
         with torch.inference_mode():
             self.guarded_enhance(grey, params)
 
+    @property
+    def platform(self) -> str:
+        """V2 model metadata's platform: the framework and the device ("pytorch-cuda"), so that
+        a client (the gateway's /health) knows where the model runs before its first request."""
+        return f"pytorch-{self.device.type}"
+
     def get_input_types(self) -> list[dict]:
         return [{"name": v2codec.IMAGE, "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
 

@@ -85,6 +85,7 @@ class Predictors:
     admission: Admission | None = None
     _clients: dict[str, InferenceGRPCClient] = field(default_factory=dict)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant/device seen
+    _was_ready: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.admission is None:
@@ -200,12 +201,25 @@ class Predictors:
         """(ready, why not) from the predictor's V2 ModelReady."""
         if not self.settings.addresses.get(task):
             return False, f"not configured (no predictor address in {ADDRESS_ENV[task]})"
+        client = self.client(task)
         try:
-            ok = await self.client(task).is_model_ready(task, timeout=HEALTH_TIMEOUT_S)
+            ok = await client.is_model_ready(task, timeout=HEALTH_TIMEOUT_S)
+            if ok and not self._was_ready.get(task):  # newly ready, maybe a new process
+                await self._learn_device(task, client)
         except grpc.RpcError as exc:
+            ok = False
             code = exc.code().name if hasattr(exc, "code") else "error"
-            return False, f"predictor at {self.settings.addresses[task]}: {code}"
-        return ok, "" if ok else "model loading or failed to load (see the predictor's log)"
+            why = f"predictor at {self.settings.addresses[task]}: {code}"
+        else:
+            why = "" if ok else "model loading or failed to load (see the predictor's log)"
+        self._was_ready[task] = ok
+        return ok, why
+
+    async def _learn_device(self, task: str, client: RawTensorClient) -> None:
+        platform = await client.platform(task, timeout=HEALTH_TIMEOUT_S)
+        framework, _, device = platform.partition("-")
+        if framework == "pytorch" and device:
+            self.reported.setdefault(task, {})["device"] = device
 
     async def health(self, tasks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         results = await asyncio.gather(*(self.ready(task) for task in tasks))

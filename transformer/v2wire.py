@@ -13,7 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from kserve import InferenceGRPCClient
 from kserve.inference_client import USE_CLIENT_DEFAULT
-from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import (
+    ModelInferRequest,
+    ModelInferResponse,
+    ModelMetadataRequest,
+)
 
 from common.protowire import join_bytes_field, split_bytes_field
 
@@ -59,3 +63,9 @@ class RawTensorClient(InferenceGRPCClient):
             timeout=self._timeout if timeout is USE_CLIENT_DEFAULT else timeout,
         )
         return decode_response(data)
+
+    async def platform(self, model_name: str, timeout: float) -> str:
+        """The model's V2 metadata platform (the predictors say "pytorch-<device>")."""
+        request = ModelMetadataRequest(name=model_name)
+        response = await self._client_stub.ModelMetadata(request, timeout=timeout)
+        return response.platform
