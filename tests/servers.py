@@ -122,9 +122,11 @@ def start_predictor(
     variant: str | None = None,
     allow_unverified: bool = True,
     extra_env: dict | None = None,
+    ports: tuple[int, int] | None = None,
 ) -> Predictor:
-    """`python -m predictors TASK ...` on free ports; returns at once (call `.wait()`)."""
-    http_port, grpc_port = free_port(), free_port()
+    """`python -m predictors TASK ...` on free ports, or on `ports` (http, grpc) to restart one
+    where it was; returns at once (call `.wait()`)."""
+    http_port, grpc_port = ports or (free_port(), free_port())
     cmd = [
         sys.executable,
         "-m",
@@ -146,7 +148,7 @@ def start_predictor(
     env = {**os.environ, "FORCE_CPU": "true", "PYTHONWARNINGS": "ignore", **(extra_env or {})}
     env["ALLOW_UNVERIFIED_WEIGHTS"] = "true" if allow_unverified else "false"
     log_path = tmp_dir / f"{task}-{http_port}.log"
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:  # a restart on the same ports appends
         process = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
