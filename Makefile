@@ -53,7 +53,18 @@ clean:
 	rm -rf $(VENV) .pytest_cache .cache
 
 # --- Kubernetes packaging (charts/, manifests/, hack/kind-*) ---
-.PHONY: tools manifests shellcheck
+.PHONY: tools manifests shellcheck images image-check
+
+# Both images with docker. Build settings from the environment or the command line, e.g.
+# `make images TORCH_FLAVOR=cu128`: see `hack/build-images --help` (PYTHON_IMAGE, TORCH_FLAVOR,
+# TORCH_INDEX_URL, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, CA_BUNDLE, BUILD_NETWORK, DOCKER_BUILDKIT).
+images:
+	hack/build-images
+
+# Build both, run them as the chart renders them and check every route through the gateway
+# container. Needs a Docker engine; minutes and gigabytes, so not part of `make test`.
+image-check: venv tools
+	$(PY) hack/image-check
 
 tools:
 	hack/install-tools
@@ -62,4 +73,5 @@ manifests: venv tools
 	$(PY) hack/gen_manifests.py
 
 shellcheck: tools
-	.tools/bin/shellcheck -x hack/install-tools hack/kind-up hack/kind-down hack/kind-e2e hack/stage-weights hack/lib.sh
+	.tools/bin/shellcheck -x hack/install-tools hack/kind-up hack/kind-down hack/kind-e2e hack/stage-weights hack/lib.sh \
+	  hack/build-images hack/standin-base

@@ -366,3 +366,119 @@ def test_the_matcher_follows_dockers_rules(tmp_path):
     context = context_files(tmp_path, "Dockerfile.x")
     assert {"pkg", "pkg/mod.py", "Dockerfile.x"} <= context, "`!folder/` re-includes its files"
     assert not {"README.md", "other/file.txt", "pkg/deep/mod.pyc"} & context
+
+
+# ---------------------------------------------------------------------------------------------
+# make images (hack/build-images), hack/standin-base and hack/image-check, without an engine.
+# The check itself (builds, containers, e2e) needs Docker: `make image-check`, not `make test`.
+
+BUILD_SCRIPTS = ("build-images", "standin-base")
+
+
+@pytest.mark.parametrize("script", BUILD_SCRIPTS)
+def test_build_scripts_are_shellcheck_clean(script):
+    from tests.k8s_helpers import tool
+
+    result = subprocess.run(
+        [tool("shellcheck"), "-x", "--severity=style", f"hack/{script}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+
+
+def _dry_run(script: str, tmp: Path, *args: str, **env: str) -> list[str]:
+    """The commands `hack/<script> --dry-run` prints, with no docker on PATH."""
+    result = subprocess.run(
+        [str(ROOT / "hack" / script), "--dry-run", *args],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp), **env},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
+
+
+def _builds(commands: list[str]) -> dict[str, dict[str, str]]:
+    """Dockerfile name -> the --build-arg values its `docker build` gets."""
+    builds = {}
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[:2] != ["docker", "build"] or "-f" not in argv:
+            continue
+        pairs = [argv[i + 1] for i, a in enumerate(argv) if a == "--build-arg"]
+        builds[Path(argv[argv.index("-f") + 1]).name] = dict(p.split("=", 1) for p in pairs)
+    return builds
+
+
+def _declared_args(path: Path) -> set[str]:
+    return {
+        i.text.split("=")[0].strip() for i in Dockerfile.read(path).instructions if i.name == "ARG"
+    }
+
+
+def test_make_images_passes_only_args_the_dockerfiles_declare(tmp_path):
+    plain = _builds(_dry_run("build-images", tmp_path))
+    assert plain == {"Dockerfile.predictor": {"TORCH_FLAVOR": "cpu"}, "Dockerfile.transformer": {}}
+    site = {
+        "PYTHON_IMAGE": "registry.example/python:3.11-slim",
+        "TORCH_FLAVOR": "cu128",
+        "TORCH_INDEX_URL": "https://mirror.example/torch/cu128",
+        "PIP_INDEX_URL": "https://mirror.example/pypi/simple",
+        "PIP_EXTRA_INDEX_URL": "https://mirror.example/extra/simple",
+        "CA_BUNDLE": str(tmp_path / "ca.pem"),
+        "BUILD_NETWORK": "host",
+    }
+    commands = _dry_run("build-images", tmp_path, **site)
+    builds = _builds(commands)
+    for name, args in builds.items():
+        assert set(args) <= _declared_args(ROOT / name), f"{name}: {sorted(args)}"
+        assert args["PIP_INDEX_URL"] == site["PIP_INDEX_URL"]
+        assert args["PIP_EXTRA_INDEX_URL"] == site["PIP_EXTRA_INDEX_URL"]
+        assert args["PIP_CERT"].startswith("/etc/ssl/certs/")
+        assert args["PYTHON_IMAGE"] == "photo-enhance/python-site-ca:dev"  # base + the bundle
+    predictor = builds["Dockerfile.predictor"]
+    assert predictor["TORCH_FLAVOR"] == "cu128"
+    assert predictor["TORCH_INDEX_URL"] == site["TORCH_INDEX_URL"]
+    assert "TORCH_FLAVOR" not in builds["Dockerfile.transformer"]
+    (site_base,) = [c for c in commands if "python-site-ca" in c and "-f" not in shlex.split(c)]
+    assert f"PYTHON_IMAGE={site['PYTHON_IMAGE']}" in site_base and "--network host" in site_base
+    assert all("--network host" in c for c in commands if c.startswith("docker build"))
+
+
+def test_the_predictor_takes_torch_from_the_index_it_is_given():
+    dockerfile = Dockerfile.read(IMAGES["predictor"])
+    assert (
+        dockerfile.args()["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_FLAVOR}"
+    )
+    torch_line = next(r.text for r in dockerfile.all("RUN") if '"torch==' in r.text)
+    assert '--index-url "${TORCH_INDEX_URL}"' in torch_line
+
+
+def test_standin_base_dry_run(tmp_path):
+    commands = _dry_run("standin-base", tmp_path, "--mirror", "http://mirror.example/debian")
+    debootstrap = next(c for c in commands if c.startswith("debootstrap"))
+    assert "python3.11" in debootstrap and debootstrap.endswith("http://mirror.example/debian")
+    imported = next(c for c in commands if "docker import" in c)
+    assert imported.endswith("python:3.11.13-slim-bookworm")
+    assert Dockerfile.read(IMAGES["predictor"]).args()["PYTHON_IMAGE"] in imported
+
+
+def _image_check(tmp: Path, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "image-check"), "--skip-build"],
+        capture_output=True, text=True, timeout=120, env={"PATH": path, "HOME": str(tmp)},
+    )  # fmt: skip
+
+
+def test_image_check_without_docker_says_so(tmp_path):
+    result = _image_check(tmp_path, str(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no `docker` command" in result.stdout and "nothing was checked" in result.stdout
+
+
+def test_image_check_without_an_engine_says_so(tmp_path):
+    docker = tmp_path / "docker"  # a client whose engine does not answer
+    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    result = _image_check(tmp_path, f"{tmp_path}:/usr/bin:/bin")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no Docker engine answers (Cannot connect to the Docker daemon)" in result.stdout
