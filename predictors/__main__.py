@@ -146,7 +146,6 @@ def task_options(args: argparse.Namespace) -> dict:
 def main() -> None:
     args = parse_args()
     configure_logging()  # LOG_FORMAT=text|json, LOG_LEVEL; before KServe's ModelServer
-    surface.quiet_probe_logs()
     variant = args.variant or os.environ.get(archs.VARIANT_ENV[args.task]) or None
     if variant is None and (variant := archs.variant_in_folder(args.task, args.model_dir)):
         logging.getLogger("predictors").info(

@@ -4,15 +4,14 @@
   down until a restart. REST answers 404; gRPC answers UNIMPLEMENTED.
 - Readiness answers 503 with the reason in one response and logs nothing: KServe logs a
   traceback for each not-ready probe (every 5 s in the chart). REST requests to a model that is
-  not loaded (or shutting down) get the same 503 without a traceback.
+  not loaded (or shutting down) get the same 503 without a traceback. The probes' own access,
+  timing and gRPC lines are at DEBUG (common/logs.py).
 
 The routes are declared on KServe's app before KServe adds its own at start: FastAPI matches
 the first route declared, so these win for their paths.
 """
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import ORJSONResponse
@@ -24,8 +23,6 @@ from .base import NotLoaded
 from .cancel import Cancelled
 
 REPOSITORY_CLOSED = "model load and unload are not served by this predictor"
-# KServe's timing middleware names a route by its handler: these are the probes'.
-PROBE_HANDLERS = ("surface.server_ready", "surface.model_ready", "v2_endpoints.live")
 
 
 class ClosedRepository(ModelRepositoryExtension):
@@ -81,16 +78,3 @@ def _reason(model) -> str:
 def _reasons(dataplane: DataPlane) -> str:
     models = dataplane.model_registry.get_models().values()
     return "; ".join(_reason(m) for m in models if not m.ready)
-
-
-class _ProbeTimings(logging.Filter):
-    """Drops KServe's two timing lines per probe: with the access line that is three per probe,
-    every 5 s; the access line alone remains."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(f"{name}:" in message for name in PROBE_HANDLERS)
-
-
-def quiet_probe_logs() -> None:
-    logging.getLogger("kserve.trace").addFilter(_ProbeTimings())
