@@ -6,6 +6,8 @@
   traceback for each not-ready probe (every 5 s in the chart). REST requests to a model that is
   not loaded (or shutting down) get the same 503 without a traceback. The probes' own access,
   timing and gRPC lines are at DEBUG (common/logs.py).
+- Every route answers with FastAPI's JSONResponse: KServe makes the app's default ORJSONResponse,
+  which FastAPI deprecates (a FastAPIDeprecationWarning at the first probe).
 
 The routes are declared on KServe's app before KServe adds its own at start: FastAPI matches
 the first route declared, so these win for their paths.
@@ -14,7 +16,7 @@ the first route declared, so these win for their paths.
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from grpc_interceptor.exceptions import Unimplemented
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
@@ -36,8 +38,11 @@ class ClosedRepository(ModelRepositoryExtension):
 
 
 def install_routes(app: FastAPI, dataplane: DataPlane) -> None:
-    def not_ready(reason: str) -> ORJSONResponse:
-        return ORJSONResponse({"error": reason, "ready": False}, status_code=503)
+    # Before KServe registers its routes (at start): they take the router's default then.
+    app.router.default_response_class = JSONResponse
+
+    def not_ready(reason: str) -> JSONResponse:
+        return JSONResponse({"error": reason, "ready": False}, status_code=503)
 
     async def server_ready():
         if await dataplane.ready():
@@ -47,13 +52,13 @@ def install_routes(app: FastAPI, dataplane: DataPlane) -> None:
     async def model_ready(model_name: str):
         model = dataplane.model_registry.get_model(model_name)
         if model is None:
-            return ORJSONResponse({"error": f"Model with name {model_name} does not exist."}, 404)
+            return JSONResponse({"error": f"Model with name {model_name} does not exist."}, 404)
         if await model.healthy():
             return {"name": model_name, "ready": True}
         return not_ready(_reason(model))
 
     async def repository_closed(model_name: str):
-        return ORJSONResponse({"error": REPOSITORY_CLOSED}, status_code=404)
+        return JSONResponse({"error": REPOSITORY_CLOSED}, status_code=404)
 
     async def unavailable(request: Request, exc: Exception):
         # expected while loading or shutting down: the status says it, no traceback in the log

@@ -4,6 +4,9 @@ KServe's REST server also registers V1/V2 inference, model repository load/unloa
 metadata endpoints on the same app. They mean nothing on the gateway and must not be reachable
 (the Ingress forwards /v1/...), so every path outside the list below answers 404 before routing,
 and the OpenAPI document lists only the gateway's own routes.
+
+KServe's routes that remain (V2 health) answer with FastAPI's JSONResponse: KServe makes the app's
+default ORJSONResponse, which FastAPI deprecates (a FastAPIDeprecationWarning at the first probe).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class ClosedSurface:
 
 def close(app: FastAPI) -> None:
     """Serve only SERVED on `app`, and document only DOCUMENTED in its OpenAPI."""
+    # Before KServe registers its routes (at start): they take the router's default then.
+    app.router.default_response_class = JSONResponse
     app.add_middleware(ClosedSurface)
     full_openapi = app.openapi
 
