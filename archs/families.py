@@ -7,14 +7,32 @@ the file is.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from types import ModuleType
 
-import spandrel_extra_arches
+import torch
 from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
 from .catalogue import TASK_FAMILY
 from .checkpoint import StateDict, WeightsError
 
+
+def _import_extra_arches() -> ModuleType:
+    """spandrel_extra_arches, whose CodeFormer module (0.2) decorates its `swish`
+    (x * sigmoid(x)) with torch.jit.script at import: torch 2.14 deprecates TorchScript, so every
+    process that imported it printed a FutureWarning. It is imported here with torch.jit.script as
+    the identity: swish stays the same PyTorch function, run eagerly (as torch.compile wants it),
+    and nothing deprecated is called."""
+    script = torch.jit.script
+    torch.jit.script = lambda fn, *args, **kwargs: fn
+    try:
+        return importlib.import_module("spandrel_extra_arches")
+    finally:
+        torch.jit.script = script
+
+
+spandrel_extra_arches = _import_extra_arches()
 spandrel_extra_arches.install(ignore_duplicates=True)
 
 
