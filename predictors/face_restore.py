@@ -7,11 +7,14 @@ lists are fresh: concurrent requests never share an image's state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 import torch
+import torchvision.models
 from facexlib.utils.face_restoration_helper import FaceRestoreHelper
 
 from . import cancel
@@ -39,16 +42,17 @@ class FaceRestoreModel(EnhanceModel):
 
     def prepare(self) -> None:
         # model_rootpath points facexlib at our folder: it loads the files there, never downloads.
-        self._helper = FaceRestoreHelper(
-            upscale_factor=1,
-            face_size=FACE_SIZE,
-            crop_ratio=(1, 1),
-            det_model="retinaface_resnet50",
-            save_ext="png",
-            use_parse=True,
-            device=self.device,
-            model_rootpath=str(self.model_dir),
-        )
+        with _resnet50_by_weights():
+            self._helper = FaceRestoreHelper(
+                upscale_factor=1,
+                face_size=FACE_SIZE,
+                crop_ratio=(1, 1),
+                det_model="retinaface_resnet50",
+                save_ext="png",
+                use_parse=True,
+                device=self.device,
+                model_rootpath=str(self.model_dir),
+            )
 
     def _request_helper(self, upscale: int) -> FaceRestoreHelper:
         helper = copy.copy(self._helper)  # shares the networks, not the per-image lists
@@ -103,3 +107,23 @@ def keep_largest_faces(helper: FaceRestoreHelper, limit: int) -> int:
         helper.det_faces = [helper.det_faces[i] for i in keep]
         helper.all_landmarks_5 = [helper.all_landmarks_5[i] for i in keep]
     return found
+
+
+@contextlib.contextmanager
+def _resnet50_by_weights() -> Iterator[None]:
+    """facexlib 0.3's RetinaFace builds its backbone with `resnet50(pretrained=False)`, the
+    interface torchvision deprecated in 0.13 (two UserWarnings each time the model loaded). While
+    the helper is built, that call is made as what it means today, `resnet50(weights=None)`: an
+    untrained backbone, over which facexlib then loads the detector's own file."""
+    original = torchvision.models.resnet50
+
+    def resnet50(*, pretrained: bool = False, **kwargs):
+        if pretrained:  # torchvision would download ImageNet weights: never wanted here
+            raise ValueError("facexlib asked for torchvision's pretrained ResNet-50")
+        return original(weights=None, **kwargs)
+
+    torchvision.models.resnet50 = resnet50
+    try:
+        yield
+    finally:
+        torchvision.models.resnet50 = original
