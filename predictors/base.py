@@ -185,7 +185,13 @@ class EnhanceModel(Model):
 
     @staticmethod
     def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-        """HxWx3 uint8 -> a [1, 3, H, W] uint8 view of it (the tiler converts tile by tile)."""
+        """HxWx3 uint8 -> a [1, 3, H, W] uint8 view of it (the tiler converts tile by tile).
+
+        A request's photo is a read-only view of the received message (v2grpc.py), which torch
+        does not wrap ("the given NumPy array is not writable", once per process): that one is
+        copied first (12 MB for a 2048 px photo, small beside the network's work on it)."""
+        if not rgb.flags.writeable:
+            rgb = rgb.copy()
         return torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
     def half_precision(self) -> torch.autocast:
