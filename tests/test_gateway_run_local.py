@@ -1,8 +1,10 @@
-"""`make run` (hack/run-local): offline with missing weights, and a full start, serve and stop."""
+"""`make run` (hack/run-local): offline with missing weights, and a full start (with a quiet log),
+serve and stop."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,6 +36,31 @@ def is_listening(address: str) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex((host, int(port))) == 0
+
+
+# A line a health probe makes at INFO: an access line, a KServe timing line, a gRPC method line.
+PROBE_AT_INFO = re.compile(
+    r" INFO .*("
+    r'"(GET|HEAD) ((/v1)?/health|/v2/health/\w+|/v2/models/[^/ ]+/ready)[ ?]'
+    r"|kserve\.io\.(\S+\.)?(live|ready|server_ready|model_ready|health): "
+    r"|GRPCInferenceService/(ServerLive|ServerReady|ModelReady)$)"
+)
+# The one warning a clean start with the generated (not the official) weights has, per file.
+UNVERIFIED = re.compile(r" archs\.checkpoint WARNING .*(not the official release|unverified)")
+
+
+def unclean_lines(output: str) -> list[str]:
+    """The lines that have no place in a clean start's log: warnings (Python's included),
+    tracebacks, errors, and health probes logged at INFO."""
+    return [
+        line
+        for line in output.splitlines()
+        if PROBE_AT_INFO.search(line)
+        or (
+            re.search(r"Warning\b|warnings\.warn| WARNING | ERROR |Traceback", line)
+            and not UNVERIFIED.search(line)
+        )
+    ]
 
 
 def test_missing_weights_offline_name_the_files_and_exit_1(tmp_path):
@@ -88,6 +115,17 @@ class Running:
         pytest.fail(f"run-local never said {text!r}:\n{self.output()[-4000:]}")
 
 
+def stop(run: Running) -> None:
+    """After a failure: let run-local stop its children."""
+    if run.process.poll() is None:
+        run.process.terminate()
+        try:
+            run.process.wait(40)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            run.process.wait()
+
+
 def test_make_run_serves_all_routes_and_stops_cleanly_on_ctrl_c(weights, astronaut):
     port = free_port()
     env = environment(
@@ -112,20 +150,19 @@ def test_make_run_serves_all_routes_and_stops_cleanly_on_ctrl_c(weights, astrona
         )  # fmt: skip
         assert reply.status_code == 200, reply.text
         assert decoded(reply.content).size == (64, 64)
+        for probe in ("/v2/health/live", "/v2/health/ready", "/health"):
+            assert httpx.get(f"{url}{probe}", timeout=30).status_code == 200
 
         run.process.send_signal(signal.SIGINT)  # what Ctrl-C delivers
         assert run.process.wait(60) == 0, run.output()[-3000:]
         assert "all stopped" in run.output()
         for address in [*addresses, f"127.0.0.1:{port}"]:
             assert not is_listening(address), f"{address} still served after Ctrl-C"
+        # A clean start, a request, probes and a stop: no warning, traceback or probe line.
+        assert unclean_lines(run.output()) == []
+        assert UNVERIFIED.search(run.output())  # the check above reads these lines
     finally:
-        if run.process.poll() is None:  # a failure above: let run-local stop its children
-            run.process.terminate()
-            try:
-                run.process.wait(40)
-            except subprocess.TimeoutExpired:
-                run.process.kill()
-                run.process.wait()
+        stop(run)
 
 
 def test_tasks_subset_fetches_and_starts_only_those(weights, astronaut, tmp_path):
@@ -160,13 +197,7 @@ def test_tasks_subset_fetches_and_starts_only_those(weights, astronaut, tmp_path
         run.process.send_signal(signal.SIGINT)
         assert run.process.wait(60) == 0, run.output()[-3000:]
     finally:
-        if run.process.poll() is None:
-            run.process.terminate()
-            try:
-                run.process.wait(40)
-            except subprocess.TimeoutExpired:
-                run.process.kill()
-                run.process.wait()
+        stop(run)
 
 
 def test_unknown_task_in_tasks_is_refused(tmp_path):
