@@ -121,6 +121,12 @@ def parse_args() -> argparse.Namespace:
         help="colorize: the largest render_factor served (env MAX_RENDER_FACTOR)",
     )
     parser.add_argument(
+        "--bind_address",
+        default=os.environ.get("BIND_ADDRESS", "").strip() or None,
+        help="the address the HTTP and gRPC servers listen on, e.g. 127.0.0.1 ($BIND_ADDRESS; "
+        "default: every interface, HTTP on 0.0.0.0 and gRPC on [::], as a pod needs)",
+    )
+    parser.add_argument(
         "--shutdown_grace_seconds",
         type=float,
         default=env_int("SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE),
@@ -131,6 +137,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.max_faces < 1 or not 1 <= args.max_render_factor <= 100:
         parser.error("--max_faces must be >= 1 and --max_render_factor in 1..100")
+    if args.bind_address and args.workers > 1:  # KServe's worker processes bind 0.0.0.0
+        parser.error("--bind_address works with one HTTP worker (--workers 1)")
     return args
 
 
@@ -164,7 +172,9 @@ def main() -> None:
         compile_net=args.compile,
         **task_options(args),
     )
-    server = PredictorServer(grace_period=max(1, round(args.shutdown_grace_seconds)))
+    server = PredictorServer(
+        bind_address=args.bind_address, grace_period=max(1, round(args.shutdown_grace_seconds))
+    )
     server.dataplane = PredictorDataPlane(server.registered_models)
     server.model_repository_extension = surface.ClosedRepository(server.registered_models)
     surface.install_routes(model_server.app, server.dataplane)

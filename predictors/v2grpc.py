@@ -120,10 +120,24 @@ class ClientErrorsInOneLine(ExceptionToStatusInterceptor):
         await super().handle_exception(ex, request_or_iterator, context, method_name)
 
 
+def listen_hosts(bind_address: str | None) -> tuple[str, str]:
+    """(HTTP host, gRPC host) for `--bind_address`: None is every interface, as KServe binds
+    (HTTP 0.0.0.0, gRPC [::]); an IPv6 address is bracketed for gRPC."""
+    if not bind_address:
+        return "0.0.0.0", "[::]"
+    if ":" in bind_address and not bind_address.startswith("["):
+        return bind_address, f"[{bind_address}]"
+    return bind_address.strip("[]"), bind_address
+
+
 class PredictorGRPCServer(GRPCServer):
     """KServe's GRPCServer.start, with RawTensorServicer's ModelInfer registered over KServe's
-    (a later registration of a method replaces the earlier one) and invalid requests logged in
-    one line."""
+    (a later registration of a method replaces the earlier one), invalid requests logged in one
+    line, and the host it listens on chosen (KServe's listens on [::])."""
+
+    def __init__(self, *args, host: str = "[::]", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._host = host
 
     async def start(self, max_workers):
         servicer = RawTensorServicer(self._data_plane, self._model_repository_extension)
@@ -137,13 +151,18 @@ class PredictorGRPCServer(GRPCServer):
         # No (de)serializers: the handler gets and returns the message's bytes.
         raw_infer = grpc.unary_unary_rpc_method_handler(servicer.ModelInfer)
         self._server.add_registered_method_handlers(SERVICE, {"ModelInfer": raw_infer})
-        self._server.add_insecure_port(f"[::]:{self._port}")
+        self._server.add_insecure_port(f"{self._host}:{self._port}")
         await self._server.start()
         await self._server.wait_for_termination()
 
 
 class PredictorServer(ModelServer):
-    """KServe's ModelServer serving gRPC through PredictorGRPCServer."""
+    """KServe's ModelServer serving gRPC through PredictorGRPCServer, both servers listening on
+    `bind_address` (None: every interface, as KServe's)."""
+
+    def __init__(self, bind_address: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.http_host, self.grpc_host = listen_hosts(bind_address)
 
     def start(self, models) -> None:
         if self.enable_grpc:
@@ -154,6 +173,14 @@ class PredictorServer(ModelServer):
                 self.model_repository_extension,
                 kwargs=vars(model_server.args),
                 grace_period=self.grace_period,
+                host=self.grpc_host,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         super().start(models)
+
+    def setup_event_loop(self):
+        # Called by start() after the REST server is built and before it binds (KServe 0.21
+        # binds 0.0.0.0).
+        if self._rest_server is not None:
+            self._rest_server.config.host = self.http_host
+        super().setup_event_loop()

@@ -1,5 +1,5 @@
-"""`make run` (hack/run-local): offline with missing weights, and a full start (with a quiet log),
-serve and stop."""
+"""`make run` (hack/run-local): offline with missing weights, a full start (with a quiet log),
+serve and stop, and predictors on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from tests.gateway_process import decoded, encoded
 from tests.servers import ROOT, free_port
+from tests.sockets import answers, listening_hosts, own_addresses
 
 RUN_LOCAL = ROOT / "hack" / "run-local"
 
@@ -61,6 +62,13 @@ def unclean_lines(output: str) -> list[str]:
             and not UNVERIFIED.search(line)
         )
     ]
+
+
+def predictor_ports(output: str, task: str, grpc_address: str) -> list[int]:
+    """The task's predictor's HTTP port (from its log) and gRPC port (the gateway's address)."""
+    http = re.findall(rf"\[{task}\] .*Uvicorn running on http://[^:]+:(\d+)", output)
+    assert http, output[-3000:]
+    return [int(http[-1]), int(grpc_address.rsplit(":", 1)[1])]
 
 
 def test_missing_weights_offline_name_the_files_and_exit_1(tmp_path):
@@ -194,6 +202,15 @@ def test_tasks_subset_fetches_and_starts_only_those(weights, astronaut, tmp_path
         )  # fmt: skip
         assert reply.status_code == 200, reply.text
         assert run.output().count("Started server process") == 2  # upscale and the gateway
+
+        # The predictor listens on 127.0.0.1 only: HTTP and gRPC.
+        ports = predictor_ports(run.output(), "upscale", health["models"]["upscale"]["predictor"])
+        others = own_addresses()  # this machine's non-loopback addresses, if it has any
+        for predictor_port in ports:
+            assert listening_hosts(predictor_port) == {"127.0.0.1"}
+            assert answers("127.0.0.1", predictor_port)
+            for address in others:
+                assert not answers(address, predictor_port), f"{address}:{predictor_port}"
         run.process.send_signal(signal.SIGINT)
         assert run.process.wait(60) == 0, run.output()[-3000:]
     finally:

@@ -24,6 +24,7 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from predictors import v2grpc
 from predictors.v2codec import encode_images
 from tests.servers import free_port
+from tests.sockets import answers, listening_hosts, own_addresses
 from transformer.v2wire import RawTensorClient, encode_request
 
 
@@ -189,3 +190,49 @@ def test_the_server_answers_modelinfer_with_our_encoding(astronaut, served, logg
     invalid = [r for r in logged if "not a ModelInferRequest" in r.getMessage()]
     assert len(invalid) == 1 and invalid[0].levelno == logging.WARNING
     assert not any(r.exc_info for r in logged)
+
+
+def test_listen_hosts_are_every_interface_unless_told():
+    assert v2grpc.listen_hosts(None) == ("0.0.0.0", "[::]")  # KServe's: what the chart needs
+    assert v2grpc.listen_hosts("127.0.0.1") == ("127.0.0.1", "127.0.0.1")
+    assert v2grpc.listen_hosts("::1") == ("::1", "[::1]")
+    assert v2grpc.listen_hosts("[::1]") == ("::1", "[::1]")
+
+
+@pytest.mark.parametrize(("bind_address", "listening"), [(None, {"::"}), ("127.0.0.1", None)])
+def test_the_grpc_server_listens_on_the_bind_address(bind_address, listening):
+    """--bind_address 127.0.0.1 (make run): loopback only, this machine's other addresses are
+    refused; without it every interface, as in a pod."""
+    grpc_host = v2grpc.listen_hosts(bind_address)[1]
+    limits = {"grpc_max_send_message_length": 1 << 20, "grpc_max_receive_message_length": 1 << 20}
+
+    async def look() -> tuple[set[str], bool, dict[str, bool]]:
+        registry = ModelRepository()
+        registry.update(Invert())
+        port = free_port()
+        server = v2grpc.PredictorGRPCServer(
+            port,
+            DataPlane(registry),
+            ModelRepositoryExtension(registry),
+            kwargs=limits,
+            grace_period=1,
+            host=grpc_host,
+        )
+        serving = asyncio.create_task(server.start(1))
+        try:
+            for _ in range(200):
+                if listening_hosts(port):
+                    break
+                await asyncio.sleep(0.05)
+            hosts = listening_hosts(port)
+            loopback = await asyncio.to_thread(answers, "127.0.0.1", port)
+            others = {a: await asyncio.to_thread(answers, a, port) for a in own_addresses()}
+        finally:
+            await server.stop()
+            await serving
+        return hosts, loopback, others
+
+    hosts, loopback, others = asyncio.run(look())
+    assert hosts == (listening or {bind_address})
+    assert loopback
+    assert all(others.values()) if bind_address is None else not any(others.values()), others
