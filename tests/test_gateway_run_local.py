@@ -1,5 +1,6 @@
 """`make run` (hack/run-local): offline with missing weights, a full start (with a quiet log),
-serve and stop, and predictors on 127.0.0.1 only."""
+serve and stop, predictors on 127.0.0.1 only, and a killed predictor restarted while the others
+serve."""
 
 from __future__ import annotations
 
@@ -215,6 +216,78 @@ def test_tasks_subset_fetches_and_starts_only_those(weights, astronaut, tmp_path
         assert run.process.wait(60) == 0, run.output()[-3000:]
     finally:
         stop(run)
+
+
+def test_a_killed_predictor_is_restarted_while_the_others_serve(weights, astronaut):
+    """SIGKILL the upscale predictor: restore keeps answering, upscale answers 503 and /health
+    says it is not reachable (restarting); run-local says it restarts it, on the same port, and
+    it serves again by itself. SIGTERM then stops everything, and no restart follows."""
+    port = free_port()
+    env = environment(
+        TASKS="restore,upscale",
+        WEIGHTS_DIR=str(weights.all_weights()),
+        ALLOW_UNVERIFIED_WEIGHTS="true",
+        PORT=str(port),
+    )
+    photo = {"file": ("a.png", encoded(astronaut[::16, ::16]))}
+    upscale = {"scale": 2, "tile_size": 0}
+    run = Running(env)
+    try:
+        run.wait_for("ready: restore, upscale", timeout=300)
+        url = f"http://127.0.0.1:{port}"
+        address = httpx.get(f"{url}/health", timeout=30).json()["models"]["upscale"]["predictor"]
+        started = r"\[upscale\] .*Started server process \[(\d+)\]"
+        (pid,) = re.findall(started, run.output())
+        os.kill(int(pid), signal.SIGKILL)
+
+        down = httpx.post(f"{url}/upscale", params=upscale, files=photo, timeout=60)
+        assert down.status_code == 503, down.text
+        reply = httpx.post(f"{url}/restore", files=photo, timeout=120)
+        assert reply.status_code == 200, reply.text  # the others keep serving
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        assert health["models"]["restore"]["ready"]
+        entry = health["models"]["upscale"]
+        assert not entry["ready"] and "restarting" in entry["detail"], entry
+        assert health["status"] == "degraded"
+
+        run.wait_for("run-local: upscale exited with status -9; restarting in 1 s (restart 1)", 30)
+        run.wait_for("run-local: upscale is ready again", timeout=180)
+        reply = httpx.post(f"{url}/upscale", params=upscale, files=photo, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert decoded(reply.content).size == (64, 64)
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        assert health["status"] == "ok" and health["models"]["upscale"]["predictor"] == address
+        assert len(set(re.findall(started, run.output()))) == 2  # a new process, same port
+
+        run.process.send_signal(signal.SIGTERM)
+        assert run.process.wait(60) == 0, run.output()[-3000:]
+        output = run.output()
+        assert "all stopped" in output and "(restart 2)" not in output
+        assert "gateway exited" not in output and "restore exited" not in output
+        assert not is_listening(address) and not is_listening(f"127.0.0.1:{port}")
+    finally:
+        stop(run)
+
+
+def test_a_start_that_fails_stops_everything_with_status_1(weights):
+    """A process that dies before it ever listened (here the gateway, on a bad setting) would die
+    again: run-local says so and stops, instead of restarting it."""
+    env = environment(
+        TASKS="upscale",
+        WEIGHTS_DIR=str(weights.all_weights()),
+        ALLOW_UNVERIFIED_WEIGHTS="true",
+        PORT=str(free_port()),
+        MAX_UPLOAD_MB="lots",
+    )
+    result = subprocess.run(
+        [sys.executable, str(RUN_LOCAL)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "MAX_UPLOAD_MB must be a number" in output
+    assert "run-local: gateway exited with status 1 while starting" in output
+    assert "restarting in" not in output and "all stopped" in output
 
 
 def test_unknown_task_in_tasks_is_refused(tmp_path):

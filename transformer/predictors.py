@@ -218,6 +218,8 @@ class Predictors:
             ok = False
             code = exc.code().name if hasattr(exc, "code") else "error"
             why = f"predictor at {self.settings.addresses[task]}: {code}"
+            if code == "UNAVAILABLE":  # e.g. make run restarting it, or its pod rescheduled
+                why += " (not reachable: down or restarting)"
         else:
             why = "" if ok else "model loading or failed to load (see the predictor's log)"
         self._was_ready[task] = ok
