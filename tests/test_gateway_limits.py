@@ -28,6 +28,7 @@ MIN_RATE = 2000  # UPLOAD_MIN_BYTES_PER_S
 MAX_OUTPUT_PIXELS = 1_000_000
 GRPC_MAX = 2 * 1024 * 1024
 MAX_RENDER_FACTOR = 40
+ABANDONED_WORK_MS = 10_000  # a request the slow predictor would work on for 10 s
 
 
 @pytest.fixture(scope="module")
@@ -162,27 +163,31 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(gateway, png):
         t.join()
     statuses = sorted(reply.status_code for reply, _ in results)
     assert statuses == [200] * (QUEUE + 1) + [429] * 2  # one running, QUEUE waiting
+    # Each 200 waited for at least its 600 ms turn; a 429 is refused at once, before any of them.
+    quickest_200 = min(took for reply, took in results if reply.status_code == 200)
     for reply, took in results:
         if reply.status_code == 429:
             assert int(reply.headers["retry-after"]) >= 1
             assert "MAX_QUEUE_PER_TASK" in reply.json()["detail"]
-            assert took < 0.6  # refused at once, not after waiting for a turn
+            assert took < quickest_200, (took, quickest_200)
 
 
 def test_a_client_that_gives_up_cancels_the_predictor_call(gateway, client, png, slow):
     before = len([line for line in slow_log(slow) if line.startswith("cancelled")])
     with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=gateway.url, timeout=0.5) as c:
-        upload(c, "/restore", png(32), tile_size=10_000)  # would take 10 s
+        upload(c, "/restore", png(32), tile_size=ABANDONED_WORK_MS)
+    # Stopped, not finished: each outcome comes well within the abandoned work's time.
+    soon = ABANDONED_WORK_MS / 1000 / 4
 
     def cancelled() -> bool:
         return len([line for line in slow_log(slow) if line.startswith("cancelled")]) > before
 
-    assert wait_until(cancelled, within_s=2) < 2
-    assert wait_until(lambda: "hung up" in gateway.log(), within_s=2) < 2
+    wait_until(cancelled, within_s=soon)
+    wait_until(lambda: "hung up" in gateway.log(), within_s=soon)
     # The predictor is free again at once: the next request is not behind the abandoned one.
     start = time.monotonic()
     assert upload(client, "/restore", png(32), tile_size=0).status_code == 200
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < soon
     metrics = client.get("/metrics").text
     assert 'photo_enhance_request_seconds_count{route="restore",status="499"}' in metrics
     assert 'photo_enhance_predictor_seconds_count{outcome="cancelled",task="restore"}' in metrics
