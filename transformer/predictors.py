@@ -48,9 +48,9 @@ IMAGE = "image"
 HEALTH_TIMEOUT_S = 3.0
 # gRPC's default reconnect backoff grows to 120 s: a predictor that restarts after a minute away
 # would sit unused for up to a minute more. Its address is ours and cheap to dial: retry often.
+# (grpc.min_reconnect_backoff_ms stays unset: gRPC uses it as the connect timeout, 20 s.)
 RECONNECT_BACKOFF_MS = {
     "grpc.initial_reconnect_backoff_ms": 250,
-    "grpc.min_reconnect_backoff_ms": 250,
     "grpc.max_reconnect_backoff_ms": 1000,
 }
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
