@@ -37,14 +37,34 @@ def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def join_bytes_field(message: bytes, field_number: int, buffers: Iterable) -> bytes:
-    """`message` (serialized) with each buffer appended as an entry of a repeated bytes field."""
+def _entries(field_number: int, buffers: Iterable) -> list:
+    """Each buffer as an entry of a repeated bytes field: tag, length, the buffer itself."""
     tag = _varint(field_number << 3 | _LENGTH_DELIMITED)
-    parts: list = [message]
+    parts: list = []
     for buffer in buffers:
         raw = memoryview(buffer).cast("B")
         parts += [tag, _varint(len(raw)), raw]
-    return b"".join(parts)
+    return parts
+
+
+def join_bytes_field(message: bytes, field_number: int, buffers: Iterable) -> bytes:
+    """`message` (serialized) with each buffer appended as an entry of a repeated bytes field."""
+    return b"".join([message, *_entries(field_number, buffers)])
+
+
+def length_delimited(field_number: int, data: bytes) -> bytes:
+    """One length-delimited field (a string, bytes or message field) on its own."""
+    return b"".join([_varint(field_number << 3 | _LENGTH_DELIMITED), _varint(len(data)), data])
+
+
+def join_nested(outer_field: int, message: bytes, field_number: int, buffers: Iterable) -> bytes:
+    """A message whose only field, `outer_field`, is what `join_bytes_field(message,
+    field_number, buffers)` would give: written in the same single join, buffers not copied
+    before it (a wrapper such as ModelStreamInferResponse around a ModelInferResponse)."""
+    parts = _entries(field_number, buffers)
+    length = len(message) + sum(len(part) for part in parts)  # the views are cast to bytes
+    tag = _varint(outer_field << 3 | _LENGTH_DELIMITED)
+    return b"".join([tag, _varint(length), message, *parts])
 
 
 def split_bytes_field(data: bytes, field_number: int) -> tuple[bytes, list[memoryview]]:

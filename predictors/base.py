@@ -19,7 +19,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 import archs
 from archs import LoadedModel, WeightsError
 
-from . import cancel, v2codec
+from . import cancel, progress, v2codec
 from .v2codec import Param
 
 log = logging.getLogger(__name__)
@@ -229,8 +229,9 @@ class EnhanceModel(Model):
     def _enhance_batch(self, images: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         outputs, totals = [], {}
         with torch.inference_mode():
-            for rgb in images:
+            for index, rgb in enumerate(images):
                 cancel.check()
+                progress.image(index, len(images))
                 out, extra = self.guarded_enhance(rgb, params)
                 outputs.append(out)
                 for key, value in extra.items():

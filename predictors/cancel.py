@@ -6,13 +6,15 @@ the model). `predict` turns that into a `CancelToken` that the inference thread 
 tiles, faces and images (`should_stop`), so the next request waits for one tile at most. A
 request still queued when its call ends is never started.
 
-The token travels in a context variable, so the models' `enhance` signatures stay as they are.
+The token travels in a context variable, so the models' `enhance` signatures stay as they are;
+so does a streamed request's progress reporter (progress.py), which goes along with the token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -21,6 +23,8 @@ from typing import TypeVar
 
 from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
+
+from . import progress
 
 T = TypeVar("T")
 
@@ -77,12 +81,16 @@ def check() -> None:
         raise Cancelled(_current.get().reason)
 
 
-def run_with(token: CancelToken, work: Callable[..., T], *args) -> T:
-    """Run `work(*args)` (in an executor thread) with `token` as the current request's token."""
+def run_with(
+    token: CancelToken, work: Callable[..., T], *args, reporter: progress.Reporter | None = None
+) -> T:
+    """Run `work(*args)` (in an executor thread) with `token` as the current request's token
+    and `reporter` as its progress reporter."""
 
     def call() -> T:
         token.started = True
         _current.set(token)
+        progress.current.set(reporter)
         check()  # its call ended while it waited in the queue: drop it
         try:
             return work(*args)
@@ -94,9 +102,11 @@ def run_with(token: CancelToken, work: Callable[..., T], *args) -> T:
 
 
 async def run_in_thread(executor: Executor, task: str, work: Callable[..., T], *args) -> T:
-    """`work(*args)` in `executor`, told to stop when the awaiting call is cancelled."""
+    """`work(*args)` in `executor`, told to stop when the awaiting call is cancelled, reporting
+    its progress to the awaiting call's reporter (if it streams)."""
     token = CancelToken()
-    future = asyncio.get_running_loop().run_in_executor(executor, run_with, token, work, *args)
+    job = functools.partial(run_with, token, work, *args, reporter=progress.current.get())
+    future = asyncio.get_running_loop().run_in_executor(executor, job)
     _active.add(token)
     log.debug("%s: accepted; %d request(s) running or queued", task, len(_active))
     try:

@@ -17,7 +17,7 @@ import torch
 import torchvision.models
 from facexlib.utils.face_restoration_helper import FaceRestoreHelper
 
-from . import cancel
+from . import cancel, progress
 from .base import EnhanceModel
 from .limits import DEFAULT_MAX_FACES
 from .v2codec import Param
@@ -74,7 +74,9 @@ class FaceRestoreModel(EnhanceModel):
         upscale, fidelity = params["upscale"], params["fidelity"]
         if params["has_aligned"]:
             face = cv2.resize(bgr, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+            progress.report(0, 1, "face")
             out = self._restore_face(face, fidelity)
+            progress.report(1, 1, "face")
             if upscale > 1:
                 side = FACE_SIZE * upscale
                 out = cv2.resize(out, (side, side), interpolation=cv2.INTER_LANCZOS4)
@@ -89,9 +91,12 @@ class FaceRestoreModel(EnhanceModel):
         )
         found = keep_largest_faces(helper, self.max_faces)
         helper.align_warp_face()
-        for face in helper.cropped_faces:
+        faces = len(helper.cropped_faces)
+        progress.report(0, faces, "face")
+        for index, face in enumerate(helper.cropped_faces):
             cancel.check()
             helper.add_restored_face(self._restore_face(face, fidelity))
+            progress.report(index + 1, faces, "face")
         helper.get_inverse_affine(None)
         out = helper.paste_faces_to_input_image()
         restored = len(helper.restored_faces)

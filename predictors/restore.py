@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cancel
+from . import cancel, progress
 from .base import EnhanceModel
 from .limits import tile_size_check
 from .tiling import run_tiles_retrying
@@ -26,5 +26,6 @@ class RestoreModel(EnhanceModel):
             overlap=TILE_OVERLAP,
             **self.tiling,
             should_stop=cancel.should_stop,
+            on_progress=progress.tiles,
         )
         return result, {}

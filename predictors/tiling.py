@@ -156,6 +156,7 @@ def run_tiles(
     feather: int | None = None,
     tile_batch: int = 1,
     should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
     on_device: bool | None = None,
 ) -> np.ndarray:
     """Run `model` over `image` [1, C, H, W] on the host, uint8 (0..255) or float (0..1).
@@ -163,6 +164,7 @@ def run_tiles(
     Returns the answer as an (H*scale, W*scale, C) uint8 array. `tile` <= 0 means the whole
     image at once; `feather` defaults to half the overlap; `tile_batch` equal-size tiles go
     through each forward; `should_stop` is asked before each forward and raises `Cancelled`;
+    `on_progress(done, total)` is told the tiles done, 0 before the first forward and after each;
     `on_device` forces (True) or forbids (False) assembling the answer on the device.
     """
     device = torch.device(device)
@@ -186,6 +188,8 @@ def run_tiles(
         with_torch=on_device,
     )
     tiles = [(i, j) for i in range(len(tops)) for j in range(len(lefts))]
+    if on_progress is not None:
+        on_progress(0, len(tiles))
     for first in range(0, len(tiles), tile_batch):
         if should_stop is not None and should_stop():
             raise Cancelled("stopped between tiles")
@@ -195,6 +199,8 @@ def run_tiles(
         results = model(_to_device(patches, device, dtype))
         for (i, j), result in zip(batch, results, strict=True):
             canvas.add(i, j, tops[i], lefts[j], result)
+        if on_progress is not None:
+            on_progress(first + len(batch), len(tiles))
     return _to_host(out)
 
 

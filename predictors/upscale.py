@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from . import cancel
+from . import cancel, progress
 from .base import EnhanceModel
 from .limits import tile_size_check
 from .tiling import run_tiles_retrying
@@ -42,6 +42,7 @@ class UpscaleModel(EnhanceModel):
             overlap=TILE_OVERLAP * align,
             feather=TILE_FEATHER * align,
             should_stop=cancel.should_stop,
+            on_progress=progress.tiles,
             align=align,
             **self.tiling,
         )

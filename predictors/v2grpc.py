@@ -1,4 +1,5 @@
-"""The predictors' gRPC server: KServe's, with ModelInfer's tensors read and written as bytes.
+"""The predictors' gRPC server: KServe's, with ModelInfer's tensors read and written as bytes,
+and Triton's ModelStreamInfer (which KServe does not serve) for progress.
 
 KServe's servicer answers with `InferResponse.to_grpc()`: the answer image is copied by
 `tobytes()`, again into the protobuf message and again when gRPC serializes it (bench/transport.py:
@@ -7,17 +8,33 @@ in the request is copied twice too (protobuf's parse, then its bytes field). Her
 reads and writes the message itself (common/protowire.py): the photo is a view of the received
 bytes, and the answer is joined beside protobuf's small fields, one copy. Every other method,
 interceptor and option is KServe's.
+
+ModelStreamInfer is Triton's decoupled form (CONTRACT section 6): for each request on the
+stream, zero or more progress responses (`progress_done`, `progress_total`, `progress_stage`,
+`triton_final_response=false`), then the answer with `triton_final_response=true`, each a
+ModelStreamInferResponse around a ModelInferResponse that echoes the request's id. The answer
+is the same bytes ModelInfer would send, wrapped in the same join. Requests on one stream run as
+they arrive (the model's own queue orders them). Errors follow Triton: by default a request's
+error is a response with `error_message` ("[request id: ID] reason") and the stream goes on;
+with the request header `triton_grpc_error: true` the first error ends the stream with its gRPC
+status, as ModelInfer would answer it (the gateway asks so). Ending the stream (the client
+cancels it, or its deadline passes) stops its requests' work as a unary call's end does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 from grpc import aio
+from grpc_interceptor.exceptions import GrpcException
 from kserve import ModelServer, model_server
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
@@ -28,12 +45,20 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse, to_grpc_parameters
 from kserve.utils.utils import to_headers
 
-from common.protowire import join_bytes_field, split_bytes_field
+from common.protowire import join_bytes_field, join_nested, length_delimited, split_bytes_field
+
+from . import progress
 
 log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 _RAW_INPUT = ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number
 _RAW_OUTPUT = ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number
+# Triton's grpc_service.proto: message ModelStreamInferResponse { string error_message = 1;
+# ModelInferResponse infer_response = 2; } (KServe's proto has neither the message nor the RPC).
+STREAM_ERROR_MESSAGE = 1
+STREAM_INFER_RESPONSE = 2
+FINAL = "triton_final_response"
+STRICT_ERRORS_HEADER = "triton_grpc_error"  # "true": an error ends the stream with its status
 
 
 def decode_request(data: bytes) -> InferRequest:
@@ -63,13 +88,28 @@ def decode_request(data: bytes) -> InferRequest:
     )
 
 
-def encode_response(response: InferResponse | ModelInferResponse) -> bytes:
-    """The serialized ModelInferResponse, numpy outputs as raw_output_contents without copies."""
+def _with_parameters(message: ModelInferResponse, extra: dict) -> ModelInferResponse:
+    if extra:
+        copy = ModelInferResponse()
+        copy.CopyFrom(message)
+        for key, value in to_grpc_parameters(extra).items():
+            copy.parameters[key].CopyFrom(value)
+        return copy
+    return message
+
+
+def _response_parts(
+    response: InferResponse | ModelInferResponse, extra: dict | None = None
+) -> tuple[bytes, list[np.ndarray]]:
+    """(the ModelInferResponse without its raw outputs, serialized; the raw outputs), with
+    `extra` response parameters added."""
+    extra = extra or {}
     if isinstance(response, ModelInferResponse):
-        return response.SerializeToString()
+        return _with_parameters(response, extra).SerializeToString(), []
     tensors = [output.data for output in response.outputs]
     if not all(isinstance(t, np.ndarray) and not t.dtype.hasobject for t in tensors):
-        return response.to_grpc().SerializeToString()  # lists or BYTES: KServe's encoding
+        message = _with_parameters(response.to_grpc(), extra)  # lists or BYTES: KServe's encoding
+        return message.SerializeToString(), []
 
     def parameters(values):
         return to_grpc_parameters(values) if values else None
@@ -88,10 +128,73 @@ def encode_response(response: InferResponse | ModelInferResponse) -> bytes:
         model_name=response.model_name,
         model_version=response.model_version,
         outputs=outputs,
-        parameters=parameters(response.parameters),
+        parameters=parameters({**(response.parameters or {}), **extra}),
     )
-    contiguous = (np.ascontiguousarray(t) for t in tensors)
-    return join_bytes_field(message.SerializeToString(), _RAW_OUTPUT, contiguous)
+    return message.SerializeToString(), [np.ascontiguousarray(t) for t in tensors]
+
+
+def encode_response(response: InferResponse | ModelInferResponse) -> bytes:
+    """The serialized ModelInferResponse, numpy outputs as raw_output_contents without copies."""
+    message, tensors = _response_parts(response)
+    return join_bytes_field(message, _RAW_OUTPUT, tensors)
+
+
+def encode_stream_answer(response: InferResponse | ModelInferResponse) -> bytes:
+    """A ModelStreamInferResponse with the answer (`triton_final_response=true`) as its
+    infer_response: ModelInfer's bytes, written in the same one join."""
+    message, tensors = _response_parts(response, {FINAL: True})
+    return join_nested(STREAM_INFER_RESPONSE, message, _RAW_OUTPUT, tensors)
+
+
+def encode_stream_progress(request: InferRequest, report: progress.Progress) -> bytes:
+    """A ModelStreamInferResponse with a progress response (no outputs) for `request`."""
+    message = ModelInferResponse(
+        id=request.id,
+        model_name=request.model_name,
+        model_version=request.model_version,
+        parameters=to_grpc_parameters(
+            {
+                "progress_done": report.done,
+                "progress_total": report.total,
+                "progress_stage": report.stage,
+                FINAL: False,
+            }
+        ),
+    )
+    return length_delimited(STREAM_INFER_RESPONSE, message.SerializeToString())
+
+
+def encode_stream_error(text: str) -> bytes:
+    """A ModelStreamInferResponse with only `error_message`."""
+    return length_delimited(STREAM_ERROR_MESSAGE, text.encode())
+
+
+@dataclass
+class _RequestFailed:
+    """One request of a stream failed with `error`."""
+
+    error: Exception
+    request_id: str
+
+    def text(self) -> str:
+        """Triton's error_message: the reason, after the request's id when it is known."""
+        reason = _error_text(self.error)
+        return f"[request id: {self.request_id}] {reason}" if self.request_id else reason
+
+
+def _error_text(ex: Exception) -> str:
+    """What a request's error says in the stream, logged as ModelInfer's interceptors log it."""
+    if isinstance(ex, InvalidInput):
+        log.warning("invalid request (ModelStreamInfer): %s", ex.reason)
+        return ex.reason
+    if isinstance(ex, GrpcException):  # not ready, shutting down, ...: the reason, no traceback
+        log.info("ModelStreamInfer: %s: %s", ex.status_code.name, ex.details)
+        return ex.details
+    if getattr(ex, "reason", None):  # KServe's errors (unknown model, ...)
+        log.warning("ModelStreamInfer: %s", ex)
+        return str(ex)
+    log.exception("ModelStreamInfer: internal error")
+    return "Internal server error"
 
 
 class RawTensorServicer(InferenceServicer):
@@ -107,6 +210,68 @@ class RawTensorServicer(InferenceServicer):
             request=request, headers=to_headers(context), model_name=request.model_name
         )
         return encode_response(response)
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[bytes], context
+    ) -> AsyncIterator[bytes]:
+        """Triton's decoupled ModelStreamInfer, messages as bytes (module docstring)."""
+        headers = to_headers(context)
+        strict = headers.get(STRICT_ERRORS_HEADER, "").lower() == "true"
+        out: asyncio.Queue = asyncio.Queue()  # serialized responses, or the error to end with
+        running: set[asyncio.Task] = set()
+        finished = object()
+
+        async def read() -> None:
+            try:
+                async for data in requests:
+                    task = asyncio.create_task(self._stream_one(data, headers, out.put_nowait))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(set(running))
+                out.put_nowait(finished)
+            except Exception as exc:  # the request stream failed
+                out.put_nowait(exc)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await out.get()) is not finished:
+                if isinstance(item, _RequestFailed):
+                    if strict:
+                        raise item.error  # the interceptors answer it as ModelInfer would
+                    yield encode_stream_error(item.text())
+                elif isinstance(item, Exception):
+                    raise item
+                else:
+                    yield item
+        finally:  # done, failed, or the call ended: nothing of this stream goes on running
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _stream_one(self, data: bytes, headers: dict, put: Callable) -> None:
+        """One request of a stream: its progress, then its answer, or its error, put in `put`."""
+        request_id = ""
+        try:
+            request = decode_request(data)
+            request.id = request_id = request.id or str(uuid.uuid4())  # the same in every reply
+            reporter = progress.Reporter(
+                request.model_name,
+                asyncio.get_running_loop(),
+                lambda report: put(encode_stream_progress(request, report)),
+            )
+            progress.current.set(reporter)  # in this task's own context
+            try:
+                response, _ = await self.data_plane.infer(
+                    request=request, headers=headers, model_name=request.model_name
+                )
+            finally:
+                held = reporter.close()
+            if held is not None:
+                put(encode_stream_progress(request, held))
+            put(encode_stream_answer(response))
+        except Exception as ex:
+            put(_RequestFailed(ex, request_id))
 
 
 class ClientErrorsInOneLine(ExceptionToStatusInterceptor):
@@ -150,7 +315,10 @@ class PredictorGRPCServer(GRPCServer):
         add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
         # No (de)serializers: the handler gets and returns the message's bytes.
         raw_infer = grpc.unary_unary_rpc_method_handler(servicer.ModelInfer)
-        self._server.add_registered_method_handlers(SERVICE, {"ModelInfer": raw_infer})
+        raw_stream = grpc.stream_stream_rpc_method_handler(servicer.ModelStreamInfer)
+        self._server.add_registered_method_handlers(
+            SERVICE, {"ModelInfer": raw_infer, "ModelStreamInfer": raw_stream}
+        )
         self._server.add_insecure_port(f"{self._host}:{self._port}")
         await self._server.start()
         await self._server.wait_for_termination()

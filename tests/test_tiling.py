@@ -101,6 +101,12 @@ def test_should_stop_cancels_between_tile_batches(photo):
     assert forwards == [3, 3]
 
 
+def test_progress_is_told_before_the_first_forward_and_after_each_batch(photo):
+    reports = []
+    _tiles(_compact(1), photo, scale=1, tile_batch=5, on_progress=lambda *r: reports.append(r))
+    assert reports == [(0, 12), (5, 12), (10, 12), (12, 12)]  # 3 x 4 tiles of 64 px
+
+
 def test_out_of_memory_halves_the_batch_then_the_tile(photo):
     seen = []
 

@@ -1,10 +1,14 @@
 """Predictors' ModelInfer: our reading and writing of the messages agree with KServe's, and are
-what the predictors' gRPC server uses."""
+what the predictors' gRPC server uses. Its ModelStreamInfer: progress, then the same answer;
+errors as Triton gives them; a stream that ends stops its work."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -21,10 +25,12 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2 import (
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
-from predictors import v2grpc
-from predictors.v2codec import encode_images
+from common.protowire import length_delimited
+from predictors import cancel, progress, v2grpc
+from predictors.v2codec import Param, decode_parameters, encode_images
 from tests.servers import free_port
 from tests.sockets import answers, listening_hosts, own_addresses
+from transformer import v2wire
 from transformer.v2wire import RawTensorClient, encode_request
 
 
@@ -236,3 +242,158 @@ def test_the_grpc_server_listens_on_the_bind_address(bind_address, listening):
     assert hosts == (listening or {bind_address})
     assert loopback
     assert all(others.values()) if bind_address is None else not any(others.values()), others
+
+
+def test_a_stream_answer_is_modelinfers_bytes_with_the_final_flag_wrapped(astronaut):
+    image = np.ascontiguousarray(astronaut[:21, :34][None])
+    request = type("Request", (), {"id": "r9", "use_binary_outputs": True})()
+    response = encode_images(request, "upscale", image, {"faces": 2})
+    sent = v2grpc.encode_stream_answer(response)
+    response.parameters = {**response.parameters, "triton_final_response": True}
+    assert sent == length_delimited(2, v2grpc.encode_response(response))
+
+
+class Counting(Model):
+    """Inverts the image in the inference thread over `steps` steps of 20 ms, reporting each."""
+
+    def __init__(self):
+        super().__init__("count")
+        self.ready = True
+        self.executor = ThreadPoolExecutor(1)
+        self.stopped_at: list[int] = []  # the step at which cancelled work stopped
+
+    async def predict(self, payload, headers=None):
+        image = payload.inputs[0].as_numpy()
+        steps = decode_parameters(payload.parameters, {"steps": Param(int, 3, 1, 100)})["steps"]
+
+        def work():
+            progress.tiles(0, steps)
+            for step in range(steps):
+                if cancel.should_stop():
+                    self.stopped_at.append(step)
+                    raise cancel.Cancelled("stopped")
+                time.sleep(0.02)
+                progress.tiles(step + 1, steps)
+            return 255 - image
+
+        return encode_images(payload, self.name, await cancel.run_in_thread(
+            self.executor, self.name, work), {})  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def serving(model: Model):
+    registry = ModelRepository()
+    registry.update(model)
+    port = free_port()
+    limits = {"grpc_max_send_message_length": 64 << 20, "grpc_max_receive_message_length": 64 << 20}
+    server = v2grpc.PredictorGRPCServer(
+        port, DataPlane(registry), ModelRepositoryExtension(registry), kwargs=limits,
+        grace_period=1,
+    )  # fmt: skip
+    task = asyncio.create_task(server.start(2))
+    client = RawTensorClient(f"127.0.0.1:{port}", timeout=30)
+    try:
+        await client.is_server_ready(timeout=30)
+        yield client
+    finally:
+        await client.close()
+        await server.stop()
+        await task
+
+
+def count_request(image: np.ndarray, request_id: str, steps: int, model: str = "count") -> bytes:
+    tensor = ModelInferRequest.InferInputTensor(
+        name="image", datatype="UINT8", shape=list(image.shape)
+    )
+    message = ModelInferRequest(
+        model_name=model, id=request_id, inputs=[tensor],
+        parameters={"steps": InferParameter(int64_param=steps)},
+    )  # fmt: skip
+    return encode_request(message, [image])
+
+
+def test_the_server_streams_progress_then_the_answer(astronaut):
+    image = np.ascontiguousarray(astronaut[:16, :24][None])
+
+    async def ask():
+        async with serving(Counting()) as client:
+            reports = []
+            reply = await client.stream_infer(count_request(image, "s1", 12), reports.append)
+            unary = await client.infer(count_request(image, "u1", 12))
+            return reports, reply, unary
+
+    reports, reply, unary = asyncio.run(ask())
+    dones = [r.done for r in reports]
+    assert dones[0] == 0 and dones[-1] == 12 and dones == sorted(dones)
+    assert len(reports) < 12  # 20 ms steps: at most one report per 100 ms, plus the last
+    assert {r.total for r in reports} == {12} and reports[-1].stage == "count: tile 12 of 12"
+    assert reply.message.id == "s1" and "triton_final_response" not in reply.message.parameters
+    assert bytes(reply.raw_outputs[0]) == bytes(unary.raw_outputs[0]) == (255 - image).tobytes()
+    assert list(unary.message.parameters) == []  # ModelInfer's answer: no stream parameters
+
+
+def test_stream_errors_follow_triton_in_the_stream_or_as_the_status():
+    """By default an error is a response with error_message and the stream goes on; with the
+    triton_grpc_error header it ends the stream with ModelInfer's status."""
+    image = np.zeros((1, 4, 4, 3), np.uint8)
+
+    async def ask():
+        async with serving(Counting()) as client:
+            stream = client._channel.stream_stream(v2wire.MODEL_STREAM_INFER)()
+            for request in (
+                b"\x0a\xff\xff",  # not a ModelInferRequest
+                count_request(image, "bad", 0),  # steps out of range
+                count_request(image, "none", 1, model="nope"),
+                count_request(image, "good", 1),
+            ):
+                await stream.write(request)
+            await stream.done_writing()
+            replies = []
+            async for data in stream:
+                try:
+                    replies.append(v2wire.decode_stream_response(data))
+                except v2wire.StreamError as exc:
+                    replies.append(str(exc))
+            with pytest.raises(grpc.aio.AioRpcError) as strict:
+                await client.stream_infer(count_request(image, "bad", 0), print)
+            return replies, await stream.code(), strict.value
+
+    replies, code, strict = asyncio.run(ask())
+    errors = sorted(r for r in replies if isinstance(r, str))
+    assert errors[0].startswith("[request id: bad] parameter 'steps' must be in 1..100")
+    assert errors[1] == "[request id: none] Model with name nope does not exist."
+    assert "not a ModelInferRequest" in errors[2] and len(errors) == 3
+    answer = replies[-1]
+    assert isinstance(answer, v2wire.Reply) and answer.message.id == "good"
+    assert code == grpc.StatusCode.OK
+    assert strict.code() == grpc.StatusCode.INVALID_ARGUMENT and "'steps'" in strict.details()
+
+
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+def test_ending_the_stream_stops_the_work_between_steps(how):
+    image = np.zeros((1, 4, 4, 3), np.uint8)
+    model = Counting()
+
+    async def ask():
+        async with serving(model) as client:
+            started = asyncio.Event()
+            call = client.stream_infer(
+                count_request(image, "long", 100),  # 2 s of steps
+                lambda report: started.set(),
+                timeout=1.0 if how == "deadline" else None,
+            )
+            task = asyncio.create_task(call)
+            if how == "cancel":
+                await started.wait()  # the work is running
+                task.cancel()
+            with pytest.raises((asyncio.CancelledError, grpc.aio.AioRpcError)) as ended:
+                await task
+            began = time.monotonic()
+            await client.infer(count_request(image, "next", 1))  # waits for the stopped work
+            return ended.value, time.monotonic() - began
+
+    ended, wait = asyncio.run(ask())
+    if how == "deadline":
+        assert ended.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert wait < 0.5  # a step (20 ms) and the call, not the 2 s left
+    assert len(model.stopped_at) == 1 and model.stopped_at[0] < 100, model.stopped_at

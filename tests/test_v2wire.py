@@ -1,4 +1,5 @@
-"""The gateway's lean V2 gRPC messages agree with protobuf's and KServe's own encoding."""
+"""The gateway's lean V2 gRPC messages agree with protobuf's and KServe's own encoding; the
+stream's replies (Triton's ModelStreamInferResponse) read the same way."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ import pytest
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import (
     InferParameter,
     ModelInferRequest,
+    ModelInferResponse,
 )
 from kserve.protocol.infer_type import InferOutput, InferResponse
 
-from transformer.v2wire import decode_response, encode_request
+from common.protowire import length_delimited
+from transformer.v2wire import (
+    Progress,
+    Reply,
+    StreamError,
+    decode_response,
+    decode_stream_response,
+    encode_request,
+)
 
 
 def test_request_bytes_parse_as_the_message_with_its_raw_contents(astronaut):
@@ -54,3 +64,40 @@ def test_a_truncated_response_is_an_error_not_a_wrong_image(astronaut):
     data = sent.SerializeToString()
     with pytest.raises(ValueError):
         decode_response(data[:-5])
+
+
+def stream_reply(message: bytes) -> bytes:
+    return length_delimited(2, message)  # ModelStreamInferResponse.infer_response
+
+
+def test_a_stream_answer_reads_as_modelinfers_with_its_pixels_views_of_the_bytes(astronaut):
+    image = np.ascontiguousarray(astronaut[:20, :300][None])
+    output = InferOutput("image", list(image.shape), "UINT8")
+    output.set_data_from_numpy(image, binary_data=True)
+    answer = InferResponse(
+        "r4", "restore", [output], use_binary_outputs=True,
+        parameters={"faces": 1, "triton_final_response": True},
+    ).to_grpc().SerializeToString()  # fmt: skip
+    data = stream_reply(answer)
+    reply = decode_stream_response(data)
+    assert isinstance(reply, Reply) and reply.message.id == "r4"
+    assert dict(reply.message.parameters) == {"faces": InferParameter(int64_param=1)}
+    assert reply.raw_outputs[0].obj is data  # no copy
+    assert np.frombuffer(reply.raw_outputs[0], np.uint8).tobytes() == image.tobytes()
+
+
+def test_a_progress_response_and_an_error_in_the_stream():
+    report = ModelInferResponse(
+        id="r5",
+        parameters={
+            "progress_done": InferParameter(int64_param=3),
+            "progress_total": InferParameter(int64_param=8),
+            "progress_stage": InferParameter(string_param="upscale: tile 3 of 8"),
+            "triton_final_response": InferParameter(bool_param=False),
+        },
+    ).SerializeToString()
+    assert decode_stream_response(stream_reply(report)) == Progress(3, 8, "upscale: tile 3 of 8")
+    with pytest.raises(StreamError, match=r"^\[request id: r6\] no such model$"):
+        decode_stream_response(length_delimited(1, b"[request id: r6] no such model"))
+    with pytest.raises(ValueError):
+        decode_stream_response(b"")

@@ -6,7 +6,9 @@ lists. gRPC failures become the contract's statuses: 503 (with Retry-After) when
 unreachable or its model is not ready, 504 when it does not answer in time.
 
 Each call waits its turn in the task's queue (admission.py) and carries the request's time left
-as its gRPC deadline (budget.py); cancelling the awaiting task cancels the call.
+as its gRPC deadline (budget.py); cancelling the awaiting task cancels the call. A call made for
+a job with a progress listener (progress.py) goes over ModelStreamInfer instead of ModelInfer,
+with the same request bytes, queue, deadline and errors, and gives the same answer.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import numpy as np
 from kserve import InferenceGRPCClient
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter, ModelInferRequest
 
-from . import budget, metrics
+from . import budget, metrics, progress
 from .admission import Admission
 from .config import ADDRESS_ENV, Settings, flag_name
 from .errors import GatewayError
-from .v2wire import RawTensorClient, Reply, encode_request
+from .v2wire import Progress, RawTensorClient, Reply, StreamError, encode_request
 
 logger = logging.getLogger("transformer.predictors")
 
@@ -144,6 +146,7 @@ class Predictors:
         )
         request = encode_request(message, [image])
         request_budget = budget.current.get()
+        listener = progress.current.get()
         async with self.admission.queue(task).slot(request_budget):
             timeout = self.settings.predictor_timeout_s
             if request_budget is not None:
@@ -151,11 +154,18 @@ class Predictors:
             start = time.perf_counter()
             outcome = "error"
             try:
-                response = await client.infer(request, timeout=timeout)
+                if listener is None:
+                    response = await client.infer(request, timeout=timeout)
+                else:
+                    response = await client.stream_infer(
+                        request, self._progress_to(listener, task), timeout=timeout
+                    )
                 outcome = "ok"
             except grpc.RpcError as exc:
                 outcome = exc.code().name.lower() if hasattr(exc, "code") else "error"
                 raise self._map_error(task, exc) from None
+            except StreamError as exc:  # a predictor that does not honour triton_grpc_error
+                raise RuntimeError(f"{task} predictor failed: {exc}") from None
             except asyncio.CancelledError:
                 outcome = "cancelled"  # the client hung up: grpc.aio cancelled the call
                 raise
@@ -168,6 +178,22 @@ class Predictors:
         if seen:
             self.reported[task] = seen
         return Answer(answer, params, elapsed)
+
+    @staticmethod
+    def _progress_to(listener: progress.Listener, task: str):
+        """The stream's progress handler: each report to `listener`, whose failure is logged
+        and does not fail the call."""
+
+        def report(update: Progress) -> None:
+            if not 0 <= update.done <= update.total or update.total < 1:
+                logger.warning("%s: progress %s ignored (not 0 <= done <= total)", task, update)
+                return
+            try:
+                listener(task, update.done, update.total, update.stage)
+            except Exception:
+                logger.exception("%s: the progress listener failed", task)
+
+        return report
 
     def _image_of(self, task: str, response: Reply) -> np.ndarray:
         """The answer's image: a read-only view into the received message, not a copy."""
