@@ -17,6 +17,8 @@ from common.logs import configure_logging
 
 from . import routes
 from .config import ADDRESS_ENV, TASKS, Settings, flag_name
+from .jobs import service as jobs_service
+from .jobs.config import JobSettings
 
 logger = logging.getLogger("transformer")
 
@@ -42,6 +44,10 @@ class GatewayServer(ModelServer):
         if self._rest_server is not None:
             self._rest_server.config.host = self.http_host
         super().setup_event_loop()
+
+    def stop(self, sig: int):
+        jobs_service.drain()  # end the jobs' event streams now; their clients resume elsewhere
+        super().stop(sig)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         configure_logging()  # before KServe's ModelServer, which then keeps it
         settings = Settings.from_env(flags=vars(args))
+        JobSettings.from_env()  # read again at start; a mistake stops the gateway here
     except ValueError as exc:
         raise SystemExit(f"transformer: {exc}") from None
     routes.configure(settings)

@@ -19,6 +19,8 @@ from . import budget, metrics, operations, surface, tasks
 from .bounds import TileSize
 from .config import TASKS, Settings
 from .errors import GatewayError
+from .jobs import api as jobs_api
+from .jobs import service as jobs_service
 from .predictors import Predictors
 from .uploads import Pace, read_upload
 
@@ -122,6 +124,8 @@ async def _answer(request: Request, op: operations.Operation) -> Response:
     """Upload -> decode and check -> work (predictors) -> encode, with every failure mapped to
     JSON. The work is cancelled when the client hangs up; it must finish within the request's
     budget (budget.py)."""
+    if jobs_api.wants_async(request):
+        return await jobs_api.submit(request, op, state)
     route = op.route
     start = time.perf_counter()
     status = 500
@@ -259,6 +263,8 @@ def _install() -> None:
     )
     app.include_router(router, tags=["photo-enhance"])
     app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])
+    app.include_router(jobs_api.router)
+    jobs_service.install(app, lambda: state)
     surface.close(app)
     paths = {getattr(route, "path", None) for route in app.routes}
     if "/docs" not in paths:  # KServe adds it only with --enable_docs_url
