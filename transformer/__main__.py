@@ -17,7 +17,6 @@ from common.logs import configure_logging
 
 from . import routes
 from .config import ADDRESS_ENV, TASKS, Settings, flag_name
-from .jobs import service as jobs_service
 from .jobs.config import JobSettings
 
 logger = logging.getLogger("transformer")
@@ -44,10 +43,6 @@ class GatewayServer(ModelServer):
         if self._rest_server is not None:
             self._rest_server.config.host = self.http_host
         super().setup_event_loop()
-
-    def stop(self, sig: int):
-        jobs_service.drain()  # end the jobs' event streams now; their clients resume elsewhere
-        super().stop(sig)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -8,6 +8,7 @@ upload is written to disk, the job stored (queued) and 202 answered with its JSO
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -238,17 +239,26 @@ async def get_events(
 
     async def stream() -> AsyncIterator[str]:
         seen = last
-        while not jobs.draining.is_set():
-            current = await jobs.store.wait(job_id, seen, KEEPALIVE_S)
-            if current is None:  # deleted or expired
-                return
-            if current.version > seen:
-                seen = current.version
-                yield _event(current)
-                if current.finished:
+        draining = asyncio.ensure_future(jobs.draining.wait())
+        try:
+            while True:
+                change = asyncio.ensure_future(jobs.store.wait(job_id, seen, KEEPALIVE_S))
+                await asyncio.wait((change, draining), return_when=asyncio.FIRST_COMPLETED)
+                if draining.done():  # the gateway stops: the client resumes elsewhere
+                    change.cancel()
                     return
-            else:
-                yield ": keep-alive\n\n"
+                current = change.result()
+                if current is None:  # deleted or expired
+                    return
+                if current.version > seen:
+                    seen = current.version
+                    yield _event(current)
+                    if current.finished:
+                        return
+                else:
+                    yield ": keep-alive\n\n"
+        finally:
+            draining.cancel()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

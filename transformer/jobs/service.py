@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -77,6 +79,24 @@ def drain() -> None:
         jobs.loop.call_soon_threadsafe(jobs.draining.set)
 
 
+def _drain_on_signals() -> None:
+    """Chain drain() before the handlers of SIGINT and SIGTERM in force while serving
+    (uvicorn's: they start a graceful shutdown that waits for open responses, event streams
+    included, up to the grace period; uvicorn puts the earlier handlers back when it ends)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable = previous) -> None:
+            drain()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def install(app: FastAPI, gateway: Callable[[], Any]) -> None:
     """Run the jobs for as long as the app runs; `gateway()` gives routes.State."""
     previous = app.router.lifespan_context
@@ -85,6 +105,7 @@ def install(app: FastAPI, gateway: Callable[[], Any]) -> None:
     async def lifespan(app_: FastAPI) -> AsyncIterator[Any]:
         async with previous(app_) as state:
             await start(gateway)
+            _drain_on_signals()
             try:
                 yield state
             finally:
