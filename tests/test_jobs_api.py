@@ -135,16 +135,36 @@ def test_a_raw_body_and_other_preferences_are_accepted(client, photo):
     assert without.status_code == 200 and "preference-applied" not in without.headers
 
 
-def test_a_job_with_an_unavailable_predictor_fails_with_the_synchronous_status(client, photo):
-    job = wait_for(client, accepted(submit(client, "/face-restore", photo)), ("failed",))
+def test_a_task_this_gateway_does_not_serve_is_the_synchronous_503_and_no_job(
+    client, photo, data_dir
+):
+    rows = stored_jobs(data_dir)
+    for route, params in (("/colorize", {}), ("/pipeline", {"width": 200, "height": 200})):
+        sync = synchronous(client, route, photo, **params)
+        job = submit(client, route, photo, **params)
+        assert sync.status_code == job.status_code == 503 and job.json() == sync.json()
+        assert "not configured" in job.json()["detail"]
+        assert job.headers.get("retry-after") == sync.headers.get("retry-after")
+    assert stored_jobs(data_dir) == rows
+
+
+def test_a_job_waits_for_an_unavailable_predictor_until_canceled(client, photo):
+    job = accepted(submit(client, "/face-restore", photo))
     sync = synchronous(client, "/face-restore", photo)
-    assert job["error"]["status"] == sync.status_code == 503
-    assert job["error"]["detail"] == sync.json()["detail"]
+    assert sync.status_code == 503 and "retry-after" in sync.headers
+    waiting = wait_until(
+        lambda: "not available" in client.get(job["urls"]["self"]).json()["progress"]["stage"],
+        within_s=60,
+    )
+    assert waiting < 60
+    current = client.get(job["urls"]["self"]).json()
+    assert current["status"] == "running" and sync.json()["detail"] in current["progress"]["stage"]
     result = client.get(job["urls"]["result"])
-    assert result.status_code == 409 and "503" in result.json()["detail"]
-    assert "retry-after" not in result.headers
+    assert result.status_code == 409 and int(result.headers["retry-after"]) >= 1
+    canceled = client.post(f"{job['urls']['self']}/cancel").json()
+    assert canceled["status"] == "canceled" and canceled["error"] is None
     (only,) = list(events(client, job))
-    assert only.name == "done" and only.job["status"] == "failed"
+    assert only.name == "done" and only.job["status"] == "canceled"
 
 
 def test_unknown_jobs_are_404(client):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 
 import httpx
 import pytest
 
-from tests.gateway_process import encoded, start_gateway
+from tests.gateway_process import encoded, start_gateway, start_wrong_predictor
 from tests.jobs_client import (
     accepted,
     files_of,
@@ -24,6 +25,7 @@ from tests.jobs_client import (
     wait_for,
     wait_until,
 )
+from tests.servers import free_port
 from tests.slow_predictor import start_slow_predictor
 
 TTL_S = 5.0  # JOB_TTL_S
@@ -49,9 +51,21 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(slow, data_dir, tmp_path_factory):
+def wrong(tmp_path_factory):
+    """A face-restore predictor that answers a tensor of the wrong shape (a 500 to the route)."""
+    process, address = start_wrong_predictor(
+        "face-restore", tmp_path_factory.mktemp("lifetime-wrong") / "wrong.log"
+    )
+    yield address
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def client(slow, wrong, data_dir, tmp_path_factory):
+    closed = f"127.0.0.1:{free_port()}"
     gw = start_gateway(
-        {"upscale": slow[0], "restore": slow[0]},
+        {"upscale": slow[0], "restore": slow[0], "face-restore": wrong, "colorize": closed},
         tmp_path_factory.mktemp("lifetime-gateway"),
         env={
             "DATA_DIR": str(data_dir),
@@ -109,6 +123,30 @@ def test_a_job_has_its_own_budget(client, photo, slow):
     assert "JOB_TIMEOUT_S" in failed["error"]["detail"]
     # The predictor saw the deadline and stopped the call.
     wait_until(lambda: slow_log(slow, "cancelled") > cancelled, within_s=JOB_TIMEOUT_S)
+
+
+def test_a_failing_job_carries_the_status_and_detail_of_the_synchronous_answer(client, photo):
+    sync = client.post("/face-restore", files=files_of(photo))
+    assert sync.status_code == 500
+    job = wait_for(client, accepted(submit(client, "/face-restore", photo)), ("failed",))
+    assert job["error"] == {"status": 500, "detail": sync.json()["detail"]}
+    result = client.get(job["urls"]["result"])
+    assert result.status_code == 409 and "500" in result.json()["detail"]
+    assert "retry-after" not in result.headers
+
+
+def test_a_job_fails_with_503_when_its_predictor_stays_away_for_its_whole_budget(client, photo):
+    sync = client.post("/colorize", files=files_of(photo))
+    assert sync.status_code == 503
+    job = accepted(submit(client, "/colorize", photo))
+    failed = wait_for(client, job, ("failed", "succeeded"), within_s=JOB_TIMEOUT_S * 3)
+    assert failed["error"] == {"status": 503, "detail": sync.json()["detail"]}
+    took = parse(failed["finished_at"]) - parse(failed["started_at"])
+    assert JOB_TIMEOUT_S * 0.8 <= took <= JOB_TIMEOUT_S * 1.5, took
+
+
+def parse(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def test_a_backlog_of_jobs_does_not_starve_synchronous_requests(client, photo, slow):

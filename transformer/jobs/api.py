@@ -103,7 +103,10 @@ async def submit(request: Request, op: operations.Operation, state: Any) -> Resp
             raise _full(jobs, queued)
         settings = state.settings
         data = await read_upload(request, settings.max_upload_bytes, state.pace)
-        await operations.decode(settings, op, data)  # the synchronous checks; nothing kept
+        decoded = await operations.decode(settings, op, data)  # the synchronous checks
+        for task in op.steps(decoded.rgb):
+            state.predictors.client(task)  # 503 for a task this gateway does not serve
+        del decoded
         job = Job.new(op.route, op.params(), key)
         await jobs.files.put(UPLOADS, job.id, data)
         del data

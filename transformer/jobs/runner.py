@@ -8,6 +8,9 @@ and runs each through the same operation code as the synchronous route (operatio
   never in the synchronous queue (and never make it answer 429).
 - Budget: each run has JOB_TIMEOUT_S (budget.Budget, carried to every predictor call as its gRPC
   deadline, and around the whole run).
+- A predictor that is unavailable for now (503 with Retry-After) is waited for, the work tried
+  again within the budget: a predictor restart does not fail a backlog of jobs. (A task this
+  gateway does not serve at all is refused at submission, as the synchronous route refuses it.)
 - Cancel: the job's asyncio task is cancelled, which cancels its gRPC call; the predictor stops
   within a tile. A cancel made by another process is seen at the next lease renewal.
 - Restarts: a running job holds a lease, renewed every JobSettings.tick_s. A job whose gateway
@@ -39,6 +42,7 @@ logger = logging.getLogger("transformer.jobs")
 # Files without a job are removed at start once this old (a submission in flight writes its
 # upload just before its job).
 ORPHAN_AGE_S = 600.0
+INTERNAL = "internal error in the gateway; the details are in its log"  # as the routes say
 
 
 class ProgressWriter:
@@ -195,6 +199,25 @@ class Runner:
             self.running.pop(job.id, None)
             self.wake()
 
+    async def _operate(
+        self, op: operations.Operation, predictors, rgb, tracker: Tracker, job_budget
+    ) -> Any:
+        """The operation's work. A predictor that is unavailable for now (503 with Retry-After:
+        restarting, loading, unreachable) is waited for and the work tried again from its first
+        step, for as long as the job's budget lasts; then the job fails with that 503."""
+        while True:
+            try:
+                return await op.run(StepReports(predictors), rgb)
+            except GatewayError as exc:
+                retry_after = exc.headers.get("Retry-After")
+                left = job_budget.remaining()
+                if exc.status != 503 or retry_after is None or left < 1:
+                    raise
+                wait = min(float(retry_after), left - 0.5)
+                tracker.index = 0
+                tracker.set_stage(f"waiting {wait:.0f} s: {exc.detail}")
+                await asyncio.sleep(wait)
+
     async def _execute(self, job: Job) -> None:
         state = self.gateway()
         settings = state.settings
@@ -218,7 +241,7 @@ class Runner:
                 tracker.steps = op.steps(decoded.rgb)
                 progress.current.set(tracker.listener)
                 tracker.set_stage("started")
-                out = await op.run(StepReports(state.predictors), decoded.rgb)
+                out = await self._operate(op, state.predictors, decoded.rgb, tracker, job_budget)
                 answer = await operations.encode(op, decoded, out, started)
                 del decoded, out
                 await self.files.put(RESULTS, job.id, answer.body)
@@ -240,7 +263,7 @@ class Runner:
             tracker.stage = "failed"
         except Exception:
             logger.exception("job %s (%s) failed", job.id, job.task)
-            error = {"status": 500, "detail": "internal error in the gateway; see its log"}
+            error = {"status": 500, "detail": INTERNAL}
             tracker.stage = "failed"
         finally:
             await writer.close()
