@@ -259,7 +259,9 @@ def _install() -> None:
     app.title = "photo-enhance"
     app.description = (
         "Colorize, restore, face-restore and upscale photos. Upload the image as multipart "
-        "field `file` (or a raw image/* body); the answer is the encoded image."
+        "field `file` (or a raw image/* body); the answer is the encoded image. With the "
+        "header `Prefer: respond-async` the request becomes a job: 202 with `Location: "
+        "/v1/jobs/{id}` (status, progress, events, result, cancel; `Idempotency-Key` honoured)."
     )
     app.include_router(router, tags=["photo-enhance"])
     app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])
