@@ -111,10 +111,12 @@ class Runner:
         self.stopping = True
         for task in self._loops:
             task.cancel()
-        jobs = list(self.running.values())
-        for task in jobs:
+        jobs = dict(self.running)
+        for task in jobs.values():
             task.cancel()
-        await asyncio.gather(*self._loops, *jobs, return_exceptions=True)
+        await asyncio.gather(*self._loops, *jobs.values(), return_exceptions=True)
+        for job_id in jobs:  # those cancelled before they began (a no-op for the others)
+            await self.store.release(job_id, self.owner)
 
     def wake(self) -> None:
         self._wake.set()
@@ -157,8 +159,9 @@ class Runner:
                 logger.exception("jobs: lease renewal or clean-up failed; retrying")
 
     async def _tick(self) -> None:
+        here = dict(self.running)  # before renewing: a job claimed meanwhile is not judged
         owned = await self.store.renew(self.owner, self.settings.lease_s)
-        for job_id, task in list(self.running.items()):
+        for job_id, task in here.items():
             if job_id not in owned and not task.done():  # canceled, deleted or taken over
                 logger.info("job %s: no longer running here; stopping its work", job_id)
                 task.cancel()
@@ -191,8 +194,14 @@ class Runner:
         try:
             await self._execute(job)
         except asyncio.CancelledError:
-            if self.stopping and await self.store.release(job.id, self.owner):
-                logger.info("job %s: the gateway is stopping; queued again", job.id)
+            if self.stopping:
+                if await self.store.release(job.id, self.owner):
+                    logger.info("job %s: the gateway is stopping; queued again", job.id)
+            else:  # canceled or deleted meanwhile (then this changes nothing)
+                await self.store.finish(
+                    job.id, self.owner, CANCELED, self.settings.ttl_s,
+                    progress=(job.done, job.total, "canceled"),
+                )  # fmt: skip
         except Exception:
             logger.exception("job %s: the runner failed", job.id)
         finally:
