@@ -32,7 +32,8 @@ class Gateway(ServerProcess):
 
 
 def start_gateway(addresses: dict[str, str], tmp_dir: Path, env: dict | None = None) -> Gateway:
-    """The gateway on a free port, predictors at `addresses` (task -> host:port), ready."""
+    """The gateway on a free port, predictors at `addresses` (task -> host:port), ready. Its
+    jobs are kept under tmp_dir (DATA_DIR) unless `env` says where."""
     port = free_port()
     cmd = [sys.executable, "-m", "transformer"]
     cmd += ["--http_host", "127.0.0.1", "--http_port", str(port)]
@@ -41,8 +42,10 @@ def start_gateway(addresses: dict[str, str], tmp_dir: Path, env: dict | None = N
     full_env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("PREDICTOR_", "MAX_", "MODEL_"))
+        if not key.startswith(("PREDICTOR_", "MAX_", "MODEL_", "JOB_", "JOBS_"))
+        and key not in ("DATA_DIR", "RESULTS_STORE")
     }
+    full_env["DATA_DIR"] = str(tmp_dir / f"data-{port}")
     full_env.update(env or {})
     log_path = tmp_dir / f"gateway-{port}.log"
     with log_path.open("w") as log:

@@ -299,7 +299,8 @@ def test_the_gateway_own_endpoints_are_served_and_only_its_routes_documented(cli
         assert client.get(path).status_code == 200, path
     paths = set(client.get("/openapi.json").json()["paths"])
     routes = {"/colorize", "/restore", "/face-restore", "/upscale", "/pipeline", "/health"}
-    assert paths == routes | {f"/v1{route}" for route in routes}
+    jobs = {f"/v1/jobs/{{job_id}}{tail}" for tail in ("", "/result", "/events", "/cancel")}
+    assert paths == routes | {f"/v1{route}" for route in routes} | jobs
 
 
 def test_health_names_the_unconfigured_tasks(client):

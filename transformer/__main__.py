@@ -17,6 +17,7 @@ from common.logs import configure_logging
 
 from . import routes
 from .config import ADDRESS_ENV, TASKS, Settings, flag_name
+from .jobs.config import JobSettings
 
 logger = logging.getLogger("transformer")
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         configure_logging()  # before KServe's ModelServer, which then keeps it
         settings = Settings.from_env(flags=vars(args))
+        JobSettings.from_env()  # read again at start; a mistake stops the gateway here
     except ValueError as exc:
         raise SystemExit(f"transformer: {exc}") from None
     routes.configure(settings)

@@ -5,6 +5,12 @@ MAX_QUEUE_PER_TASK more wait here, in arrival order. One more is answered 429 wi
 estimated from the recent time per call. A waiting request whose deadline passes leaves the
 queue with 504 without reaching the predictor; one whose client hangs up simply leaves.
 A request past its first step (a pipeline) is never refused: its later steps wait their turn.
+
+Jobs (jobs/runner.py) call the predictors in the background (`background` set): a freed slot goes
+to a waiting synchronous request first, and only when none waits to a job. Jobs wait in the job
+store, not here: the runner runs a bounded number at a time, so few of their calls ever wait in
+this queue, and they never count against MAX_QUEUE_PER_TASK (no 429 for jobs). A job's call that
+is already at the predictor is not interrupted: a synchronous request waits for it at most.
 """
 
 from __future__ import annotations
@@ -12,11 +18,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 from .budget import Budget
 from .errors import GatewayError
+
+# Set by the job runner: this context's predictor calls yield to synchronous requests.
+background: ContextVar[bool] = ContextVar("admission_background", default=False)
 
 
 class TaskQueue:
@@ -26,10 +37,13 @@ class TaskQueue:
         self.task = task
         self.concurrency = concurrency
         self.max_waiting = max_waiting
-        self.waiting = 0
+        self.waiting = 0  # synchronous requests waiting (MAX_QUEUE_PER_TASK)
+        self.waiting_background = 0  # job calls waiting (bounded by the job runner)
         self.running = 0
         self.seconds_per_call = 1.0
-        self._slots = asyncio.Semaphore(concurrency)
+        self._free = concurrency
+        # Waiters by priority: synchronous requests first, then background (job) calls.
+        self._waiters: dict[bool, deque[asyncio.Future]] = {False: deque(), True: deque()}
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely moved by one place per waiting request."""
@@ -44,32 +58,66 @@ class TaskQueue:
             {"Retry-After": str(self.retry_after())},
         )
 
+    async def _acquire(self, low: bool) -> None:
+        """A slot; a freed one is handed to the first synchronous waiter, else the first
+        background one (a waiter is woken holding it)."""
+        if self._free > 0:  # then nobody waits: a freed slot goes to a waiter first
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[low].append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot while being cancelled: pass it on
+            else:
+                self._waiters[low].remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        for waiters in (self._waiters[False], self._waiters[True]):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self._free += 1
+
     @asynccontextmanager
     async def slot(self, budget: Budget | None) -> AsyncIterator[None]:
+        low = background.get()
         busy = self.running >= self.concurrency or self.waiting > 0
-        if busy and self.waiting >= self.max_waiting and not (budget and budget.admitted):
+        admitted = budget is not None and budget.admitted
+        if not low and busy and self.waiting >= self.max_waiting and not admitted:
             raise self._full()
-        self.waiting += 1
+        if low:
+            self.waiting_background += 1
+        else:
+            self.waiting += 1
         try:
             if budget is None:
-                await self._slots.acquire()
+                await self._acquire(low)
             else:
                 left = budget.check(f"before the {self.task} step started")
                 try:
                     async with asyncio.timeout(left):
-                        await self._slots.acquire()
+                        await self._acquire(low)
                 except TimeoutError:
                     raise budget.expired(f"waiting in the {self.task} queue") from None
                 budget.admitted = True
         finally:
-            self.waiting -= 1
+            if low:
+                self.waiting_background -= 1
+            else:
+                self.waiting -= 1
         self.running += 1
         start = time.monotonic()
         try:
             yield
         finally:
             self.running -= 1
-            self._slots.release()
+            self._release()
             took = time.monotonic() - start
             self.seconds_per_call += self.SMOOTHING * (took - self.seconds_per_call)
 

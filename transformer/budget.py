@@ -1,6 +1,7 @@
 """Each request's time budget and the abandoned requests whose work is stopped.
 
-A request's deadline is its arrival plus PREDICTOR_TIMEOUT_S (the Ingress gives up then too).
+A request's deadline is its arrival plus PREDICTOR_TIMEOUT_S (the Ingress gives up then too);
+a job's is its start plus JOB_TIMEOUT_S (its own budget, jobs/runner.py).
 Each gRPC call carries the time left as its gRPC deadline, so the predictor sees it; a step
 whose deadline has passed before it starts is dropped without calling the predictor. When the
 client hangs up, the request's work (a task) is cancelled, which cancels its gRPC call.
@@ -27,10 +28,12 @@ class Budget:
     timeout_s: float
     deadline: float  # time.monotonic()
     admitted: bool = False  # set once a step got past its queue: later steps wait, never 429
+    setting: str = "PREDICTOR_TIMEOUT_S"  # where the timeout comes from, named in the 504
+    holder: str = "request"  # the request, or a job
 
     @classmethod
-    def starting_now(cls, timeout_s: float) -> Budget:
-        return cls(timeout_s, time.monotonic() + timeout_s)
+    def starting_now(cls, timeout_s: float, **kwargs) -> Budget:
+        return cls(timeout_s, time.monotonic() + timeout_s, **kwargs)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -38,7 +41,7 @@ class Budget:
     def expired(self, what: str) -> GatewayError:
         return GatewayError(
             504,
-            f"the request ran out of time ({self.timeout_s:g} s, PREDICTOR_TIMEOUT_S) {what}; "
+            f"the {self.holder} ran out of time ({self.timeout_s:g} s, {self.setting}) {what}; "
             "try again later, with a smaller image or a smaller tile_size",
         )
 

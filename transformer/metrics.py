@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
 
@@ -17,4 +17,24 @@ PREDICTOR_SECONDS = Histogram(
     "V2 gRPC inference calls from the gateway to a predictor, by task and outcome.",
     ("task", "outcome"),
     buckets=_BUCKETS,
+)
+
+# Jobs (CONTRACT section 6). Waits and runs can be long: the buckets go on to two hours.
+_JOB_BUCKETS = (*_BUCKETS, 1800, 3600, 7200)
+JOBS = Gauge(
+    "photo_enhance_jobs",
+    "Jobs in the job store by status (queued, running, and finished ones until JOB_TTL_S).",
+    ("status",),
+)
+JOB_WAIT_SECONDS = Histogram(
+    "photo_enhance_job_wait_seconds",
+    "Jobs' wait from submission to the start of their first run, by task.",
+    ("task",),
+    buckets=_JOB_BUCKETS,
+)
+JOB_RUN_SECONDS = Histogram(
+    "photo_enhance_job_run_seconds",
+    "Jobs' runs from start to end (the result stored), by task and final status.",
+    ("task", "status"),
+    buckets=_JOB_BUCKETS,
 )

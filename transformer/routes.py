@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
-import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from kserve.model_server import app
-from starlette.concurrency import run_in_threadpool
 
-from . import bounds, budget, images, metrics, surface, tasks
+from . import budget, metrics, operations, surface, tasks
 from .bounds import TileSize
 from .config import TASKS, Settings
 from .errors import GatewayError
+from .jobs import api as jobs_api
+from .jobs import service as jobs_service
 from .predictors import Predictors
 from .uploads import Pace, read_upload
 
@@ -109,7 +108,6 @@ _RESPONSES: dict[int | str, dict] = {
 }
 
 router = APIRouter()
-Work = Callable[[np.ndarray], Awaitable[tasks.Result]]
 
 
 def _image_route(path: str, summary: str):
@@ -122,10 +120,13 @@ def _image_route(path: str, summary: str):
     )
 
 
-async def _answer(route: str, request: Request, output_format: str, work: Work) -> Response:
-    """Upload -> decode -> work (predictors) -> encode, with every failure mapped to JSON.
-    The work is cancelled when the client hangs up; it must finish within the request's
+async def _answer(request: Request, op: operations.Operation) -> Response:
+    """Upload -> decode and check -> work (predictors) -> encode, with every failure mapped to
+    JSON. The work is cancelled when the client hangs up; it must finish within the request's
     budget (budget.py)."""
+    if jobs_api.wants_async(request):
+        return await jobs_api.submit(request, op, state)
+    route = op.route
     start = time.perf_counter()
     status = 500
     settings = state.settings
@@ -133,26 +134,12 @@ async def _answer(route: str, request: Request, output_format: str, work: Work) 
     budget.current.set(request_budget)
     try:
         data = await read_upload(request, settings.max_upload_bytes, state.pace)
-        decoded = await run_in_threadpool(
-            images.decode, data, settings.max_pixels, settings.max_image_side
-        )
+        decoded = await operations.decode(settings, op, data)
         request_budget.check("before its work started")
-        result = await budget.unless_disconnected(request, work(decoded.rgb))
-        body, media_type = await run_in_threadpool(
-            images.encode, result.rgb, decoded.alpha, output_format, decoded.icc_profile
-        )
-        total_ms = (time.perf_counter() - start) * 1000
-        headers = {
-            "Server-Timing": f"predictor;dur={result.predictor_seconds * 1000:.1f}, "
-            f"total;dur={total_ms:.1f}",
-            "X-Steps": ",".join(result.steps),
-        }
-        if result.faces is not None:
-            headers["X-Faces"] = str(result.faces)
-        if result.faces_found is not None:
-            headers["X-Faces-Found"] = str(result.faces_found)
+        result = await budget.unless_disconnected(request, op.run(state.predictors, decoded.rgb))
+        answer = await operations.encode(op, decoded, result, start)
         status = 200
-        return Response(body, media_type=media_type, headers=headers)
+        return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
     except GatewayError as exc:
         status = exc.status
         if status >= 500:
@@ -178,30 +165,14 @@ async def colorize(
     render_factor: RenderFactor = DEFAULT_RENDER_FACTOR,
     output_format: OutputFormat = "png",
 ) -> Response:
-    async def work(rgb: np.ndarray) -> tasks.Result:
-        images.check_output_size(output_format, rgb.shape[1], rgb.shape[0])
-        bounds.check_answer(state.settings, rgb.shape[1], rgb.shape[0])
-        bounds.check_message(state.settings, "colorize", rgb.shape[1], rgb.shape[0])
-        out = tasks.Result(rgb)
-        out.rgb = await tasks.colorize(state.predictors, rgb, render_factor, out)
-        return out
-
-    return await _answer("colorize", request, output_format, work)
+    return await _answer(request, operations.Colorize(render_factor, output_format))
 
 
 @_image_route("/restore", "Restore a photo: denoise or deblur (NAFNet)")
 async def restore(
     request: Request, tile_size: TileSize = 0, output_format: OutputFormat = "png"
 ) -> Response:
-    async def work(rgb: np.ndarray) -> tasks.Result:
-        images.check_output_size(output_format, rgb.shape[1], rgb.shape[0])
-        bounds.check_answer(state.settings, rgb.shape[1], rgb.shape[0])
-        bounds.check_message(state.settings, "restore", rgb.shape[1], rgb.shape[0])
-        out = tasks.Result(rgb)
-        out.rgb = await tasks.restore(state.predictors, rgb, tile_size, out)
-        return out
-
-    return await _answer("restore", request, output_format, work)
+    return await _answer(request, operations.Restore(tile_size, output_format))
 
 
 @_image_route("/face-restore", "Restore faces (CodeFormer with facexlib)")
@@ -219,27 +190,8 @@ async def face_restore(
     ] = False,
     output_format: OutputFormat = "png",
 ) -> Response:
-    async def work(rgb: np.ndarray) -> tasks.Result:
-        # An aligned crop is restored at the model's 512 px face size, then scaled by `upscale`.
-        side = tasks.FACE_SIZE if has_aligned else None
-        width, height = (side, side) if side else (rgb.shape[1], rgb.shape[0])
-        images.check_output_size(output_format, width * upscale, height * upscale)
-        bounds.check_answer(state.settings, width * upscale, height * upscale)
-        bounds.check_message(state.settings, "face-restore", rgb.shape[1], rgb.shape[0])
-        bounds.check_message(state.settings, "face-restore", width * upscale, height * upscale)
-        out = tasks.Result(rgb)
-        out.rgb = await tasks.face_restore(
-            state.predictors,
-            rgb,
-            out,
-            fidelity=fidelity,
-            upscale=upscale,
-            only_center_face=only_center_face,
-            has_aligned=has_aligned,
-        )
-        return out
-
-    return await _answer("face-restore", request, output_format, work)
+    op = operations.FaceRestore(fidelity, upscale, only_center_face, has_aligned, output_format)
+    return await _answer(request, op)
 
 
 @_image_route("/upscale", "Upscale a photo (Real-ESRGAN)")
@@ -251,15 +203,7 @@ async def upscale(
     tile_size: TileSize = 512,
     output_format: OutputFormat = "png",
 ) -> Response:
-    async def work(rgb: np.ndarray) -> tasks.Result:
-        images.check_output_size(output_format, rgb.shape[1] * scale, rgb.shape[0] * scale)
-        bounds.check_answer(state.settings, rgb.shape[1] * scale, rgb.shape[0] * scale)
-        bounds.check_message(state.settings, "upscale", rgb.shape[1], rgb.shape[0])
-        out = tasks.Result(rgb)
-        out.rgb = await tasks.upscale(state.predictors, rgb, scale, tile_size, out)
-        return out
-
-    return await _answer("upscale", request, output_format, work)
+    return await _answer(request, operations.Upscale(scale, tile_size, output_format))
 
 
 BoxSide = Annotated[int, Query(ge=16, le=16384, description="Target box side in px.")]
@@ -298,14 +242,7 @@ async def pipeline(
         upscale_tile_size=upscale_tile_size,
         only_center_face=only_center_face,
     )
-
-    async def work(rgb: np.ndarray) -> tasks.Result:
-        images.check_output_size(output_format, width, height)
-        size = (rgb.shape[1], rgb.shape[0])
-        bounds.check_plan(state.settings, size, tasks.plan_pipeline(*size, options))
-        return await tasks.pipeline(state.predictors, rgb, options)
-
-    return await _answer("pipeline", request, output_format, work)
+    return await _answer(request, operations.Pipeline(options, output_format))
 
 
 @router.get("/health", summary="Readiness of each model's predictor, with variant and device")
@@ -322,10 +259,14 @@ def _install() -> None:
     app.title = "photo-enhance"
     app.description = (
         "Colorize, restore, face-restore and upscale photos. Upload the image as multipart "
-        "field `file` (or a raw image/* body); the answer is the encoded image."
+        "field `file` (or a raw image/* body); the answer is the encoded image. With the "
+        "header `Prefer: respond-async` the request becomes a job: 202 with `Location: "
+        "/v1/jobs/{id}` (status, progress, events, result, cancel; `Idempotency-Key` honoured)."
     )
     app.include_router(router, tags=["photo-enhance"])
     app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])
+    app.include_router(jobs_api.router)
+    jobs_service.install(app, lambda: state)
     surface.close(app)
     paths = {getattr(route, "path", None) for route in app.routes}
     if "/docs" not in paths:  # KServe adds it only with --enable_docs_url

@@ -16,8 +16,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 ROUTES = ("/colorize", "/restore", "/face-restore", "/upscale", "/pipeline", "/health")
-# The documented routes, bare and under /v1 (the same handlers).
-DOCUMENTED = frozenset(ROUTES) | {f"/v1{route}" for route in ROUTES}
+JOBS = "/v1/jobs/"  # the job resource (CONTRACT section 6), under /v1 only
+JOB_ROUTES = tuple(f"{JOBS}{{job_id}}{tail}" for tail in ("", "/result", "/events", "/cancel"))
+# The documented routes, bare and under /v1 (the same handlers), and the job resource.
+DOCUMENTED = frozenset(ROUTES) | {f"/v1{route}" for route in ROUTES} | set(JOB_ROUTES)
 SERVED = DOCUMENTED | {
     "/",  # the web page
     "/metrics",
@@ -27,7 +29,7 @@ SERVED = DOCUMENTED | {
     "/v2/health/live",  # the gateway's own probes (chart: livenessProbe, readinessProbe)
     "/v2/health/ready",
 }
-SERVED_PREFIXES = ("/ui/",)  # the web page's assets
+SERVED_PREFIXES = ("/ui/", JOBS)  # the web page's assets, the jobs
 
 
 def is_served(path: str) -> bool:

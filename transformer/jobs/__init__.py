@@ -1,0 +1,14 @@
+"""Jobs: long work that survives proxies, disconnects and restarts (CONTRACT section 6).
+
+- api.py: `Prefer: respond-async` on the image routes (validated as the synchronous request, then
+  202) and the job resource under /v1/jobs/{id}: JSON, result, events (SSE), cancel, delete.
+- model.py: the job record and its JSON.
+- store.py: the store interface (small enough for a Redis implementation) and `open_store`;
+  sqlite.py: the embedded store (JOBS_STORE=sqlite:///PATH).
+- files.py: uploads and results as files (RESULTS_STORE=file:///DIR).
+- runner.py: pulls queued jobs from the store and runs them, a bounded number at a time, through
+  the same operations as the synchronous routes (operations.py), with leases so that a job whose
+  gateway died is run again (at least once).
+- tracker.py: a job's progress {done, total, stage} from its steps and its predictor calls.
+- service.py: starts and stops all of it with the gateway (the app's lifespan).
+"""

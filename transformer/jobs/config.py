@@ -1,0 +1,100 @@
+"""Job settings, from the environment (CONTRACT section 6)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_TTL_S = 86_400.0  # a finished job and its result are kept a day
+DEFAULT_TIMEOUT_S = 3_600.0  # a job's own budget, independent of PREDICTOR_TIMEOUT_S
+DEFAULT_MAX_QUEUED = 1_000
+# Jobs running at once in one gateway: one per predictor. Their predictor calls yield to
+# synchronous requests (admission.background), so more would only wait in memory.
+DEFAULT_CONCURRENCY = 4
+# A running job's lease: renewed every third of it; a job whose gateway stopped renewing it
+# (killed, lost) is run again once it lapses.
+DEFAULT_LEASE_S = 10.0
+DEFAULT_MAX_ATTEMPTS = 3  # runs of one job cut short by a dying gateway before it fails
+
+
+def default_data_dir(env: dict[str, str]) -> Path:
+    """DATA_DIR, else $XDG_DATA_HOME/photo-enhance, else ~/.local/share/photo-enhance."""
+    if env.get("DATA_DIR", "").strip():
+        return Path(env["DATA_DIR"].strip()).expanduser().resolve()
+    base = env.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
+    return (Path(base).expanduser() / "photo-enhance").resolve()
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
+def _whole(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {raw!r}")
+    return value
+
+
+def _path_of(url: str, scheme: str, name: str) -> Path:
+    parsed = urlparse(url)
+    if parsed.scheme != scheme or parsed.netloc or not parsed.path:
+        later = {"redis": "JOBS_STORE", "rediss": "JOBS_STORE", "s3": "RESULTS_STORE"}
+        if parsed.scheme in later:
+            raise ValueError(
+                f"{name}={url}: {parsed.scheme}:// stores are not built yet; "
+                f"use {scheme}:///ABSOLUTE/PATH (one gateway replica)"
+            )
+        raise ValueError(f"{name} must be {scheme}:///ABSOLUTE/PATH, got {url!r}")
+    return Path(parsed.path)
+
+
+@dataclass
+class JobSettings:
+    store_path: Path  # JOBS_STORE=sqlite:///PATH
+    files_dir: Path  # RESULTS_STORE=file:///DIR: uploads/ and results/
+    ttl_s: float = DEFAULT_TTL_S
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_queued: int = DEFAULT_MAX_QUEUED
+    concurrency: int = DEFAULT_CONCURRENCY
+    lease_s: float = DEFAULT_LEASE_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    @property
+    def tick_s(self) -> float:
+        """How often leases are renewed and expired jobs removed."""
+        return min(self.lease_s / 3, 5.0)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> JobSettings:
+        env = dict(os.environ if env is None else env)
+        data = default_data_dir(env)
+        store = env.get("JOBS_STORE", "").strip() or f"sqlite://{data / 'jobs.sqlite3'}"
+        files = env.get("RESULTS_STORE", "").strip() or f"file://{data / 'files'}"
+        return cls(
+            store_path=_path_of(store, "sqlite", "JOBS_STORE"),
+            files_dir=_path_of(files, "file", "RESULTS_STORE"),
+            ttl_s=_positive(env, "JOB_TTL_S", DEFAULT_TTL_S),
+            timeout_s=_positive(env, "JOB_TIMEOUT_S", DEFAULT_TIMEOUT_S),
+            max_queued=_whole(env, "MAX_JOBS_QUEUED", DEFAULT_MAX_QUEUED),
+            concurrency=_whole(env, "JOBS_CONCURRENCY", DEFAULT_CONCURRENCY),
+            lease_s=_positive(env, "JOB_LEASE_S", DEFAULT_LEASE_S),
+            max_attempts=_whole(env, "JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+        )
