@@ -95,6 +95,7 @@ class Predictors:
     _clients: dict[str, InferenceGRPCClient] = field(default_factory=dict)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant/device seen
     _was_ready: dict[str, bool] = field(default_factory=dict)
+    _unary_only: set[str] = field(default_factory=set)  # tasks whose predictor cannot stream
 
     def __post_init__(self) -> None:
         if self.admission is None:
@@ -154,12 +155,7 @@ class Predictors:
             start = time.perf_counter()
             outcome = "error"
             try:
-                if listener is None:
-                    response = await client.infer(request, timeout=timeout)
-                else:
-                    response = await client.stream_infer(
-                        request, self._progress_to(listener, task), timeout=timeout
-                    )
+                response = await self._call(client, task, request, listener, timeout)
                 outcome = "ok"
             except grpc.RpcError as exc:
                 outcome = exc.code().name.lower() if hasattr(exc, "code") else "error"
@@ -178,6 +174,29 @@ class Predictors:
         if seen:
             self.reported[task] = seen
         return Answer(answer, params, elapsed)
+
+    async def _call(
+        self,
+        client: RawTensorClient,
+        task: str,
+        request: bytes,
+        listener: progress.Listener | None,
+        timeout: float,
+    ) -> Reply:
+        """ModelStreamInfer when someone listens to progress, else (or when the predictor has no
+        stream: any OIP v2 server of KServe's own) the unary ModelInfer."""
+        if listener is None or task in self._unary_only:
+            return await client.infer(request, timeout=timeout)
+        try:
+            return await client.stream_infer(
+                request, self._progress_to(listener, task), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        logger.info("%s: the predictor has no ModelStreamInfer; no progress within its step", task)
+        self._unary_only.add(task)  # until the predictor is ready again (maybe a new version)
+        return await client.infer(request, timeout=timeout)
 
     @staticmethod
     def _progress_to(listener: progress.Listener, task: str):
@@ -239,6 +258,7 @@ class Predictors:
         try:
             ok = await client.is_model_ready(task, timeout=HEALTH_TIMEOUT_S)
             if ok and not self._was_ready.get(task):  # newly ready, maybe a new process
+                self._unary_only.discard(task)
                 await self._learn_device(task, client)
         except grpc.RpcError as exc:
             ok = False
