@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -29,7 +30,9 @@ def environment(**extra: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("PREDICTOR_", "MODEL_", "MAX_", "WEIGHTS_"))
     }
-    env.update(FORCE_CPU="true", PYTHONUNBUFFERED="1", **extra)
+    # The gateway's job store and files: the test's own, never the user's ~/.local/share.
+    env.update(FORCE_CPU="true", PYTHONUNBUFFERED="1", DATA_DIR=tempfile.mkdtemp("-jobs"))
+    env.update(extra)
     return env
 
 

@@ -208,9 +208,9 @@ def test_bad_input_gets_the_synchronous_4xx_and_no_job(client, photo, astronaut,
 
 
 def test_pipeline_events_cover_all_steps_and_resume_after_the_last_seen(client, photo):
-    params = dict(
-        colorize=False, face_restore=False, width=200, height=200, upscale_tile_size=STEP_MS
-    )
+    # Both steps take STEP_MS on the slow predictor, so that each one's stage is seen.
+    steps = dict(restore_tile_size=STEP_MS, upscale_tile_size=STEP_MS)
+    params = dict(colorize=False, face_restore=False, width=200, height=200, **steps)
     job = accepted(submit(client, "/pipeline", photo, **params))
     stream = events(client, job)
     first = next(stream)
