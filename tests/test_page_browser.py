@@ -226,7 +226,9 @@ def test_not_ready_model_is_marked_and_503_counts_down(page, photo):
     page.select_option("#task", "pipeline")  # needs the models of the steps switched on
     note = page.locator("#task-note")
     expect(note).to_contain_text("face-restore (predictor at")
-    for step in ("colorize", "upscale", "face_restore"):
+    expect(page.locator("#p-colorize")).to_have_value("auto")  # auto/true/false: a select
+    page.select_option("#p-colorize", "false")
+    for step in ("upscale", "face_restore"):
         page.uncheck(f"#p-{step}")
     expect(note).to_have_text("")
     page.select_option("#task", "face-restore")

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from kserve.model_server import app
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from . import bounds, budget, images, metrics, surface, tasks
@@ -264,13 +265,41 @@ async def upscale(
 
 BoxSide = Annotated[int, Query(ge=16, le=16384, description="Target box side in px.")]
 
+_TRUE = {"true", "1", "yes", "on", "t", "y"}
+_FALSE = {"false", "0", "no", "off", "f", "n"}
+
+
+def _auto_or_bool(value: object) -> object:
+    """`auto`, or any spelling of a boolean that FastAPI takes for one (`1`, `yes`, `off`...)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return "true"
+        if text in _FALSE:
+            return "false"
+        return text
+    return value
+
+
+AutoColorize = Annotated[
+    Literal["auto", "true", "false"],
+    BeforeValidator(_auto_or_bool),
+    Query(
+        description="Run the colorize model (first step). auto: only on a photo without colour "
+        "of its own (grayscale, or one tint such as sepia); a colour photo keeps its colours "
+        "and X-Steps says `colorize skipped (colour photo)`. true/false: always/never."
+    ),
+]
+
 
 @_image_route("/pipeline", "Chain the models: colorize, restore, upscale, fit the box, faces")
 async def pipeline(
     request: Request,
     restore: Annotated[bool, Query(description="Run the restore model.")] = True,
     face_restore: Annotated[bool, Query(description="Restore faces (last step).")] = True,
-    colorize: Annotated[bool, Query(description="Run the colorize model (first step).")] = True,
+    colorize: AutoColorize = "auto",
     upscale: Annotated[
         bool, Query(description="Upscale with the model when smaller than the box.")
     ] = True,
@@ -286,7 +315,7 @@ async def pipeline(
     output_format: OutputFormat = "png",
 ) -> Response:
     options = tasks.PipelineOptions(
-        colorize=colorize,
+        colorize=tasks.AUTO if colorize == "auto" else colorize == "true",
         restore=restore,
         upscale=upscale,
         face_restore=face_restore,

@@ -288,11 +288,17 @@ const PIPELINE_STEPS = {
   face_restore: "face-restore",
 };
 
+// A step's control: a checkbox, or colorize's auto/true/false select (auto may run it).
+function stepOn(input) {
+  if (!input) return true;
+  return input.type === "checkbox" ? input.checked : input.value !== "false";
+}
+
 function notReady(task) {
   let models = TASK_MODELS[task] || [];
   if (task === "pipeline" && task === $("task").value) {
     models = Object.entries(PIPELINE_STEPS)
-      .filter(([param]) => $(`p-${param}`)?.checked !== false)
+      .filter(([param]) => stepOn($(`p-${param}`)))
       .map(([, model]) => model);
   }
   return models.filter((m) => state.health[m] && !state.health[m].ready);
