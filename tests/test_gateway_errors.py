@@ -192,13 +192,17 @@ def test_unreachable_predictor_is_503_with_retry_after(client, photo_png):
     assert int(reply.headers["retry-after"]) > 0
 
 
-def test_unconfigured_predictor_is_503_naming_the_setting(client, photo_png):
+def test_task_not_offered_is_503_without_retry_after_naming_the_setting(client, photo_png):
     reply = upload(client, "/restore", photo_png)
-    assert "PREDICTOR_RESTORE" in assert_detail(reply, 503)
-    assert reply.headers["retry-after"]
-    # The pipeline stops at its first step that cannot run.
-    reply = upload(client, "/pipeline", photo_png, colorize=False)
-    assert "restore" in assert_detail(reply, 503)
+    detail = assert_detail(reply, 503)
+    assert detail.startswith("this server does not offer restore")
+    assert "PREDICTOR_RESTORE" in detail and "retry later" not in detail
+    assert "retry-after" not in reply.headers  # waiting will not bring it
+    # The pipeline refuses before its first step when a step it needs is not offered: here
+    # restore (second), while colorize (first) would have waited for a silent predictor.
+    reply = upload(client, "/pipeline", photo_png, colorize=True, face_restore=False)
+    assert assert_detail(reply, 503).startswith("this server does not offer restore")
+    assert "retry-after" not in reply.headers
 
 
 def test_silent_predictor_is_504_after_the_timeout(client, photo_png):

@@ -245,6 +245,32 @@ def test_not_ready_model_is_marked_and_503_counts_down(page, photo):
     page.screenshot(path=SHOTS / "page-not-ready.png", full_page=True)
 
 
+def test_task_not_offered_is_greyed_out_and_its_503_does_not_count_down(page, photo):
+    page.console.expect_status(503)
+    colorize = page.locator("#health li[data-model=colorize]")
+    expect(colorize).to_have_class("not-offered")  # no predictor address in this gateway
+    expect(colorize).to_contain_text("not offered by this server")
+    option = page.locator("#task option[value=colorize]")
+    expect(option).to_be_disabled()
+    expect(option).to_contain_text("(not offered here)")
+    expect(page.locator("#task option[value=restore]")).to_be_enabled()
+
+    page.select_option("#task", "pipeline")
+    note = page.locator("#task-note")
+    expect(note).to_contain_text("This server does not offer colorize: switch that step off")
+    page.select_option("#p-colorize", "true")
+    page.uncheck("#p-face_restore")
+    page.set_input_files("#file", str(photo))
+    page.click("#run")
+    message = page.locator("#message")
+    expect(message).to_contain_text("this server does not offer colorize", timeout=30_000)
+    # showRetry writes its countdown line together with the message: none here.
+    expect(message.locator(".countdown")).to_have_count(0)
+    expect(message).not_to_contain_text("Try again")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / "page-not-offered.png", full_page=True)
+
+
 def test_cancel_aborts_a_running_request(page, photo):
     page.set_input_files("#file", str(photo))
     run_task(page, "upscale")  # its predictor accepts the request and never answers

@@ -102,7 +102,8 @@ _RESPONSES: dict[int | str, dict] = {
     },
     500: {"description": "Unexpected; the details are in the gateway's log.", "content": _DETAIL},
     503: {
-        "description": "The predictor is not ready or unreachable.",
+        "description": "The predictor is not ready or unreachable (with Retry-After), or this "
+        "server does not offer the task (no Retry-After: waiting will not help).",
         "headers": _RETRY_AFTER,
         "content": _DETAIL,
     },

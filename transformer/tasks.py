@@ -18,6 +18,7 @@ logger = logging.getLogger("transformer.tasks")
 
 FACE_SIZE = 512  # CodeFormer's face crop: the answer's side for an aligned input
 UPSCALE_MODEL_MAX = 4  # Real-ESRGAN's largest native scale: the pipeline never asks for more
+MODEL_STEPS = ("colorize", "restore", "upscale", "face-restore")  # pipeline steps = tasks
 
 
 @dataclass
@@ -170,7 +171,11 @@ async def pipeline(p: Predictors, rgb: np.ndarray, o: PipelineOptions) -> Result
     """Runs the plan_pipeline steps, each on the previous step's answer."""
     out = Result(rgb)
     o = await decide_colorize(o, rgb, out)
-    for step in plan_pipeline(rgb.shape[1], rgb.shape[0], o):
+    steps = plan_pipeline(rgb.shape[1], rgb.shape[0], o)
+    for step in steps:  # a step this server does not offer: 503 before any work is done
+        if step.name in MODEL_STEPS:
+            p.client(step.name)
+    for step in steps:
         if step.name == "colorize":
             rgb = await colorize(p, rgb, o.render_factor, out)
         elif step.name == "restore":
