@@ -158,6 +158,30 @@ def test_out_of_range_parameters_are_422(client, photo_png, route, params):
     assert error["msg"]
 
 
+@pytest.mark.parametrize("route", [*ROUTES, *(f"/v1{r}" for r in ROUTES)])
+def test_unknown_query_parameter_is_422_naming_it(client, photo_png, route):
+    # A typo must not fall back to a default (/upscale?scal=2 answering x4), on a good request.
+    reply = upload(client, route, photo_png, scal=2, output_format="png")
+    assert reply.status_code == 422, reply.text
+    (error,) = reply.json()["detail"]
+    assert error["loc"] == ["query", "scal"] and error["type"] == "extra_forbidden"
+    assert f"unknown parameter 'scal' for {route}" in error["msg"]
+    assert "output_format" in error["msg"]  # what it takes
+    # Several: one item each; a known one beside them is not named.
+    reply = upload(client, route, photo_png, a=1, b=2, output_format="jpg")
+    assert [e["loc"] for e in reply.json()["detail"]] == [["query", "a"], ["query", "b"]]
+
+
+def test_unknown_query_parameter_on_health_is_422_and_pages_take_any(client):
+    for route in ("/health", "/v1/health"):
+        reply = client.get(route, params={"verbose": 1})
+        assert reply.status_code == 422
+        assert reply.json()["detail"][0]["loc"] == ["query", "verbose"]
+        assert "it takes none" in reply.json()["detail"][0]["msg"]
+    for page in ("/", "/docs", "/redoc", "/openapi.json"):  # a shared link may carry utm_*
+        assert client.get(page, params={"utm_source": "mail"}).status_code == 200, page
+
+
 @pytest.mark.parametrize("route", ROUTES)
 def test_unknown_output_format_is_422(client, photo_png, route):
     reply = upload(client, route, photo_png, output_format="gif")
@@ -260,6 +284,7 @@ def test_docs_openapi_and_metrics(client):
 def test_no_internal_details_leak(client, photo_png):
     """Every non-2xx answer so far was a JSON detail; none carried a traceback."""
     for route in ROUTES:
-        reply = upload(client, route, photo_png, colorize=False)
+        extra = {"colorize": False} if route == "/pipeline" else {}
+        reply = upload(client, route, photo_png, **extra)
         assert reply.status_code in (500, 503, 504)
         assert "Traceback" not in reply.text and "grpc" not in reply.text.lower()

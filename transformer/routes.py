@@ -1,7 +1,8 @@
 """The REST routes (CONTRACT section 1), added to the FastAPI app that KServe serves.
 
 Every route exists bare and under /v1. Query parameters are validated by FastAPI (422 on a
-value out of range); everything else answers `{"detail": ...}` with the contract's status.
+value out of range, and on a name the route does not have: query.py); everything else answers
+`{"detail": ...}` with the contract's status.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from kserve.model_server import app
 from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
-from . import bounds, budget, images, metrics, surface, tasks
+from . import bounds, budget, images, metrics, query, surface, tasks
 from .bounds import TileSize
 from .config import TASKS, Settings
 from .errors import GatewayError
@@ -110,7 +111,8 @@ _RESPONSES: dict[int | str, dict] = {
     504: {"description": "The request ran out of time (PREDICTOR_TIMEOUT_S).", "content": _DETAIL},
 }
 
-router = APIRouter()
+# A query parameter a route does not have is a 422 (query.py), on every route of the router.
+router = APIRouter(dependencies=[Depends(query.no_unknown_parameters)])
 Work = Callable[[np.ndarray], Awaitable[tasks.Result]]
 
 
