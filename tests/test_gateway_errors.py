@@ -7,6 +7,7 @@ No predictor process is needed: every request here fails before or at the predic
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -277,6 +278,14 @@ def test_docs_openapi_and_metrics(client):
     for page in ("/docs", "/redoc"):
         reply = client.get(page)
         assert reply.status_code == 200 and "openapi.json" in reply.text
+        # Offline and behind a path prefix: only relative URLs, files from the package.
+        assert not re.search(r"(src|href|url)\s*[=:]\s*['\"]?(https?:)?/", reply.text), page
+        for asset in re.findall(r"(?:src|href)=\"(docs/assets/[^\"]+)\"", reply.text):
+            served = client.get(f"/{asset}")
+            assert served.status_code == 200 and len(served.content) > 1000, asset
+            assert (
+                b"cdn.redoc.ly" not in served.content and b"fonts.googleapis" not in served.content
+            )
     metrics = client.get("/metrics").text
     assert 'photo_enhance_request_seconds_count{route="upscale",status="503"}' in metrics
 

@@ -324,3 +324,65 @@ def test_every_control_is_labelled_and_keyboard_focus_is_visible(page):
         )
     assert [s[0] for s in seen][:3] == ["A", "file", "task"]
     assert all(style != "none" and width == "3px" for _, style, width in seen), seen
+
+
+# ---- API docs offline -----------------------------------------------------------------------
+
+
+def offline_page(browser_context, gateway, prefix: str = ""):
+    """A page whose every request off the gateway's origin is aborted (and recorded). With a
+    prefix, the gateway is reached as a proxy would serve it under that path (the prefix is
+    stripped before the request reaches it); a request outside the prefix is aborted too."""
+    page = browser_context.new_page()
+    page.console = Console(page)
+    blocked: list[str] = []
+    origin = gateway.url
+
+    def handle(route) -> None:
+        url = route.request.url
+        if prefix and url.startswith(f"{origin}{prefix}/"):
+            route.fulfill(response=route.fetch(url=origin + url[len(origin) + len(prefix) :]))
+        elif not prefix and url.startswith(f"{origin}/"):
+            route.continue_()
+        else:
+            blocked.append(url)
+            route.abort()
+
+    page.route("**/*", handle)
+    return page, blocked
+
+
+@pytest.mark.parametrize("prefix", ["", "/photo-enhance"])
+def test_swagger_ui_lists_the_operations_offline(browser_context, gateway, prefix):
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    operations = sum(len(item) for item in spec["paths"].values())
+    page, blocked = offline_page(browser_context, gateway, prefix)
+    try:
+        page.goto(f"{gateway.url}{prefix}/docs")
+        expect(page.locator(".opblock")).to_have_count(operations, timeout=30_000)
+        expect(page.locator(".opblock-summary-path[data-path='/upscale']")).to_be_visible()
+        expect(page.locator(".info .title")).to_contain_text("photo-enhance")
+        if not prefix:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=SHOTS / "docs-offline.png", full_page=False)
+    finally:
+        page.close()
+    assert blocked == []  # nothing was asked of another host, nor outside the prefix
+    assert page.console.errors == []
+
+
+@pytest.mark.parametrize("prefix", ["", "/photo-enhance"])
+def test_redoc_renders_offline(browser_context, gateway, prefix):
+    page, blocked = offline_page(browser_context, gateway, prefix)
+    try:
+        page.goto(f"{gateway.url}{prefix}/redoc")
+        heading = page.locator("h2", has_text="Upscale a photo (Real-ESRGAN)").first
+        expect(heading).to_be_visible(timeout=30_000)
+        expect(page.locator("h1").first).to_contain_text("photo-enhance")
+        if not prefix:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=SHOTS / "redoc-offline.png", full_page=False)
+    finally:
+        page.close()
+    assert blocked == []
+    assert page.console.errors == []

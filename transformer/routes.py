@@ -14,13 +14,12 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from kserve.model_server import app
 from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
-from . import bounds, budget, images, metrics, query, surface, tasks
+from . import bounds, budget, docs, images, metrics, query, surface, tasks
 from .bounds import TileSize
 from .config import TASKS, Settings
 from .errors import GatewayError
@@ -359,18 +358,7 @@ def _install() -> None:
     app.include_router(router, tags=["photo-enhance"])
     app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])
     surface.close(app)
-    paths = {getattr(route, "path", None) for route in app.routes}
-    if "/docs" not in paths:  # KServe adds it only with --enable_docs_url
-
-        @app.get("/docs", include_in_schema=False)
-        async def docs() -> HTMLResponse:
-            return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API")
-
-    if "/redoc" not in paths:
-
-        @app.get("/redoc", include_in_schema=False)
-        async def redoc() -> HTMLResponse:
-            return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} API")
+    docs.install(app)  # /docs and /redoc from packaged files, relative URLs (docs.py)
 
     from . import page  # the web page at / (its own module; imported here, where it is hooked up)
 

@@ -27,7 +27,7 @@ SERVED = DOCUMENTED | {
     "/v2/health/live",  # the gateway's own probes (chart: livenessProbe, readinessProbe)
     "/v2/health/ready",
 }
-SERVED_PREFIXES = ("/ui/",)  # the web page's assets
+SERVED_PREFIXES = ("/ui/", "/docs/assets/")  # the web page's and the API docs' files
 
 
 def is_served(path: str) -> bool:
