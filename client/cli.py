@@ -2,6 +2,12 @@
 
 Sends photos to the photo-enhance gateway, -j at a time, with a progress bar (tqdm) and one line
 per file. Exit status: 0 all done (or skipped), 1 some failed (listed at the end), 2 usage.
+
+It fails fast on what retrying cannot fix. Before the first photo it asks /health once: a gateway
+that cannot be reached, a server that is not a photo-enhance gateway, or a task (or a pipeline
+step switched on) that the gateway does not offer stops the run at once with one message and exit
+status 1. During the run, an answer about every file (503 without Retry-After, 404, 401, ...:
+send.py) stops it the same way; a 422 stops it as a usage error (2).
 """
 
 from __future__ import annotations
@@ -21,6 +27,22 @@ from .send import Outcome, Policy, detail_of, process
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+HEALTH_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# The models each task needs; the pipeline's depend on its steps (needed_models).
+TASK_MODELS = {
+    "colorize": ("colorize",),
+    "restore": ("restore",),
+    "face-restore": ("face-restore",),
+    "upscale": ("upscale",),
+}
+# Pipeline steps that always run when switched on (upscale only when the photo is smaller than
+# the box, colorize=auto only on a photo without colour: the gateway says so if it comes to it).
+PIPELINE_ALWAYS = (("restore", "restore", "--no-restore"),
+                   ("face_restore", "face-restore", "--no-face-restore"))  # fmt: skip
+
+
+class Stop(Exception):
+    """Nothing more can succeed (gateway down, task not offered, ...): one message, exit 1."""
 
 
 def _ranged(param: Param):
@@ -129,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             default=3,
             metavar="N",
-            help="retries on 503, 429, 504 and lost connections (default 3)",
+            help="retries on 429, 503 with Retry-After, 504 and connections lost mid-run "
+            "(default 3)",
         )
         cmd.add_argument(
             "--max-wait",
@@ -190,6 +213,46 @@ def _query(task: str, args: argparse.Namespace) -> dict[str, str]:
     }
 
 
+def needed_models(task: str, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(model, how to do without it) for the models the run will certainly call."""
+    if task != "pipeline":
+        return [(model, "") for model in TASK_MODELS[task]]
+    needed = [(model, flag) for name, model, flag in PIPELINE_ALWAYS
+              if _effective(task, args, name)]  # fmt: skip
+    if _effective(task, args, "colorize") == "true":
+        needed.insert(0, ("colorize", "--colorize auto or false"))
+    return needed
+
+
+def preflight(server: str, task: str, args: argparse.Namespace, say) -> None:
+    """/health once, before any photo is sent: Stop when nothing could succeed."""
+    url = f"{server}/health"
+    try:
+        reply = httpx.get(url, timeout=HEALTH_TIMEOUT)
+    except httpx.HTTPError as exc:
+        raise Stop(
+            f"cannot reach the gateway at {server} ({type(exc).__name__}: {exc}); is it "
+            "running? (--server or PHOTO_ENHANCE_URL names it)"
+        ) from None
+    try:
+        models = reply.json()["models"] if reply.status_code == 200 else None
+    except (ValueError, KeyError, TypeError):
+        models = None
+    if not isinstance(models, dict):
+        raise Stop(
+            f"{url} answered HTTP {reply.status_code}, not a photo-enhance gateway's health: "
+            "check --server (or PHOTO_ENHANCE_URL)"
+        )
+    for model, instead in needed_models(task, args):
+        entry = models.get(model)
+        if entry is None or entry.get("predictor", "") is None:
+            hint = f"; without that step: {instead}" if instead else ""
+            raise Stop(f"the gateway at {server} does not offer {model}{hint}")
+        if not entry.get("ready", True):
+            say(f"note   {model} is not ready yet ({entry.get('detail', 'no reason given')}); "
+                "requests wait for it (--retries, --max-wait)")  # fmt: skip
+
+
 def run_task(task: str, args: argparse.Namespace) -> int:
     server = _check_server(args.server)
     if args.jobs < 1 or args.retries < 0:
@@ -199,6 +262,8 @@ def run_task(task: str, args: argparse.Namespace) -> int:
         _format_from_output(args)
     jobs = plan(jobs, args.output, *_result_naming(task, args))
     todo = [job for job in jobs if args.overwrite or not job.target.exists()]
+    if todo:
+        preflight(server, task, args, lambda line: print(line, file=sys.stderr))
     skipped = [
         Outcome(job, "skipped", f"{job.target} exists (--overwrite replaces it)")
         for job in jobs
@@ -236,6 +301,9 @@ def _send_all(task: str, jobs: list, args: argparse.Namespace, server: str, bar)
                 outcome = future.result()
                 if outcome.refused:  # every other file would be refused the same way
                     raise UsageError(f"the gateway refused the options: {outcome.message}")
+                if outcome.stop:  # and every other file would fail the same way
+                    raise Stop(f"{outcome.job.source}: {outcome.message}; stopped, nothing "
+                               "more is sent")  # fmt: skip
                 outcomes.append(outcome)
                 if outcome.status == "done":
                     took = f"{outcome.seconds:.1f} s"
@@ -245,8 +313,8 @@ def _send_all(task: str, jobs: list, args: argparse.Namespace, server: str, bar)
                 bar.write(line, file=sys.stdout)
                 bar.update(1)
         finally:
-            # On an early exit (Ctrl-C, refused options) nothing more is sent: the queued work is
-            # dropped and closing the client ends the requests under way.
+            # On an early exit (Ctrl-C, refused options, Stop) nothing more is sent: the queued
+            # work is dropped and closing the client ends the requests under way.
             pool.shutdown(wait=False, cancel_futures=True)
     pool.shutdown(wait=True)
     return outcomes
@@ -290,11 +358,12 @@ def health(args: argparse.Namespace) -> int:
         facts = ", ".join(
             v for v in (entry.get("variant"), entry.get("device")) if v and v != "unknown"
         )
-        state = (
-            "ready"
-            if entry.get("ready")
-            else f"NOT READY: {entry.get('detail', 'no reason given')}"
-        )
+        if entry.get("predictor", "") is None:
+            state = "not offered by this server"
+        elif entry.get("ready"):
+            state = "ready"
+        else:
+            state = f"NOT READY: {entry.get('detail', 'no reason given')}"
         print(f"  {name:<13} {state}" + (f" ({facts})" if facts else ""))
     return EXIT_OK if body.get("status") == "ok" else EXIT_FAILED
 
@@ -308,3 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"photo-enhance: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Stop as exc:
+        print(f"photo-enhance: {exc}", file=sys.stderr)
+        return EXIT_FAILED

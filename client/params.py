@@ -59,7 +59,14 @@ TASK_PARAMS: dict[str, tuple[Param, ...]] = {
     "pipeline": (
         Param("restore", bool, True, "run the restore model"),
         Param("face_restore", bool, True, "restore faces (last step)"),
-        Param("colorize", bool, True, "run the colorize model (first step)"),
+        Param(
+            "colorize",
+            str,
+            "auto",
+            "run the colorize model (first step); auto: only on photos without colour of their "
+            "own (grayscale, sepia)",
+            choices=("auto", "true", "false"),
+        ),
         Param("upscale", bool, True, "upscale with the model when smaller than the box"),
         Param("width", int, 2400, "target box width in px", 16, 16384),
         Param("height", int, 2400, "target box height in px", 16, 16384),

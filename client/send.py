@@ -1,16 +1,21 @@
 """Send one photo to the gateway and write the answer, retrying what is worth retrying.
 
-503 and 429 (model not ready, queue full) wait for the answer's Retry-After; 504 and connection
-failures wait with exponential backoff. Both are bounded by the number of retries. Anything else
-(400, 413, 415, 422, 500) fails at once with the gateway's `detail`; a 422 (options out of the
-gateway's range) stops the whole run as a usage error.
+503 with Retry-After and 429 (model not ready, queue full) wait for the answer's Retry-After; 504
+and connections lost mid-run wait with exponential backoff. Both are bounded by the number of
+retries. What retrying cannot fix is not retried:
+- about this file (400 undecodable, 408 upload too slow, 413 too large, 415 not an image, 500):
+  the file fails with the gateway's `detail`, the others go on;
+- about every file (503 without Retry-After: the gateway does not offer the task; 401, 403, 404,
+  405 and other 4xx: the wrong server, a proxy's refusal): the run stops at once (`Outcome.stop`);
+  422 (options the gateway refuses) stops it as a usage error (`Outcome.refused`).
+Results are written with the permissions the umask gives, as any file the user creates.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +25,10 @@ import httpx
 
 from .inputs import Job
 
-WAIT_FOR_RETRY_AFTER = {429, 503}
+WAIT_FOR_RETRY_AFTER = {429, 503}  # 503 only with Retry-After: without, the task is not offered
 BACKOFF_STATUSES = {504}
+# 4xx about this one file; any other 4xx is about every file (wrong server, proxy, options).
+FILE_STATUSES = {400, 408, 413, 415}
 # The connection failed or broke: the gateway is down or restarting. A read timeout is not
 # retried: the work may still be running there and would only be started again.
 RETRIED_ERRORS = (
@@ -48,6 +55,7 @@ class Outcome:
     message: str = ""
     seconds: float = 0.0
     refused: bool = False  # 422: the gateway refused the options, so every file would fail
+    stop: bool = False  # every other file would fail the same way: stop the run (exit 1)
 
 
 def detail_of(reply: httpx.Response) -> str:
@@ -63,6 +71,10 @@ def detail_of(reply: httpx.Response) -> str:
     return str(detail)
 
 
+def _about_every_file(status: int) -> bool:
+    return status == 503 or (400 <= status < 500 and status not in FILE_STATUSES)
+
+
 def retry_after(reply: httpx.Response, fallback: float) -> float:
     try:
         return max(0.0, float(reply.headers.get("retry-after", "")))
@@ -75,14 +87,17 @@ def backoff(attempt: int) -> float:
 
 
 def write_atomically(target: Path, data: bytes) -> None:
+    """All of `data` at `target` or nothing: written beside it, then renamed over it. Created with
+    mode 0666 less the umask (as `open` would; mkstemp's 0600 would hide results from a group)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, part = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    part = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(part, target)
     except BaseException:
-        Path(part).unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         raise
 
 
@@ -123,14 +138,16 @@ def process(
                 except OSError as exc:
                     return Outcome(job, "failed", f"cannot write {job.target}: {exc}")
                 return Outcome(job, "done", str(job.target), time.monotonic() - start)
-            problem = f"HTTP {reply.status_code}: {detail_of(reply)}"
-            if reply.status_code in WAIT_FOR_RETRY_AFTER:
+            status = reply.status_code
+            problem = f"HTTP {status}: {detail_of(reply)}"
+            if status in WAIT_FOR_RETRY_AFTER and (status == 429 or "retry-after" in reply.headers):
                 wait = retry_after(reply, backoff(attempt))
-            elif reply.status_code in BACKOFF_STATUSES:
+            elif status in BACKOFF_STATUSES:
                 wait = backoff(attempt)
         if wait is None:
             refused = reply is not None and reply.status_code == 422
-            return Outcome(job, "failed", problem, time.monotonic() - start, refused)
+            stop = reply is not None and not refused and _about_every_file(reply.status_code)
+            return Outcome(job, "failed", problem, time.monotonic() - start, refused, stop)
         if attempt > policy.retries:
             tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
             return Outcome(

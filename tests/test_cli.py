@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client import cli
+from client import cli, send
 from client.params import GATEWAY_BOUNDS, TASK_PARAMS
 from tests.gateway_process import decoded, encoded
 from tests.restore_gateway import restore_gateway
@@ -34,14 +34,27 @@ def small(astronaut) -> np.ndarray:
     return np.asarray(Image.fromarray(astronaut).resize((64, 48), Image.Resampling.LANCZOS))
 
 
-def photo_enhance(*args: str, server: str | None = None) -> subprocess.CompletedProcess:
+def photo_enhance(
+    *args: str, server: str | None = None, umask: int | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if server:
         env["PHOTO_ENHANCE_URL"] = server
     return subprocess.run(
         [sys.executable, "-m", "client", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        preexec_fn=None if umask is None else (lambda: os.umask(umask)),
     )  # fmt: skip
+
+
+def requests_seen(gateway, route: str) -> int:
+    """How many requests the gateway has answered on `route` (its /metrics), any status."""
+    text = httpx.get(f"{gateway.url}/metrics").text
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith(f'photo_enhance_request_seconds_count{{route="{route}"')
+    )
 
 
 def test_folder_with_a_broken_photo_gives_two_results_one_error_and_exit_1(
@@ -111,26 +124,112 @@ def test_stopped_predictor_is_retried_after_retry_after_then_fails_clearly(
     assert not (tmp_path / "out.png").exists()
 
 
-def test_unreachable_gateway_is_retried_with_backoff_then_fails_clearly(small, tmp_path):
+def test_unreachable_gateway_stops_at_once_with_one_message(small, tmp_path):
     source = tmp_path / "photo.png"
     source.write_bytes(encoded(small))
     closed = f"http://127.0.0.1:{free_port()}"
     run = photo_enhance("restore", str(source), "-o", str(tmp_path / "o"), "--retries", "2",
                         server=closed)  # fmt: skip
     assert run.returncode == 1
-    assert "cannot reach the gateway (ConnectError" in run.stderr
-    assert "retry 1/2 in 1 s" in run.stderr and "retry 2/2 in 2 s" in run.stderr
-    assert "(gave up after 3 attempts)" in run.stdout
+    (line,) = run.stderr.strip().splitlines()  # one message, no retries
+    assert line.startswith(f"photo-enhance: cannot reach the gateway at {closed} (ConnectError")
+    assert line.endswith("is it running? (--server or PHOTO_ENHANCE_URL names it)")
+    assert run.stdout == ""
+    assert not (tmp_path / "o").exists()
+
+
+def test_task_the_gateway_does_not_offer_stops_before_sending(gateway, small, tmp_path):
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        (tmp_path / name).write_bytes(encoded(small))
+    before = requests_seen(gateway, "colorize")
+    run = photo_enhance("colorize", str(tmp_path), "-o", str(tmp_path / "out"),
+                        server=gateway.url)  # fmt: skip
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        f"photo-enhance: the gateway at {gateway.url} does not offer colorize"
+    )
+    assert requests_seen(gateway, "colorize") == before  # nothing was sent
+    assert not (tmp_path / "out").exists()
+    # A pipeline step switched on: the message says how to do without it.
+    run = photo_enhance("pipeline", str(tmp_path / "a.png"), "--colorize", "true",
+                        "-o", str(tmp_path / "out"), server=gateway.url)  # fmt: skip
+    assert run.returncode == 1
+    assert "does not offer colorize; without that step: --colorize auto or false" in run.stderr
+
+
+def test_503_without_retry_after_mid_run_stops_the_run(gateway, camera, tmp_path):
+    """colorize=auto decides on the photo: a grey one needs colorize, which this gateway does
+    not offer (503 without Retry-After). The first such answer stops the run: one request."""
+    grey = np.asarray(Image.fromarray(camera).resize((48, 48)))
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(encoded(grey))
+    before = requests_seen(gateway, "pipeline")
+    run = photo_enhance("pipeline", str(tmp_path), "-o", str(tmp_path / "out"), "-j", "1",
+                        "--no-face-restore", "--no-upscale", server=gateway.url)  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "HTTP 503: this server does not offer colorize" in run.stderr
+    assert run.stderr.rstrip().endswith("stopped, nothing more is sent")
+    assert "retry 1/" not in run.stderr
+    assert requests_seen(gateway, "pipeline") == before + 1
+
+
+def test_a_server_that_is_not_the_gateway_stops_at_once(gateway, small, tmp_path):
+    source = tmp_path / "photo.png"
+    source.write_bytes(encoded(small))
+    elsewhere = f"{gateway.url}/not-here"  # /not-here/health: 404
+    run = photo_enhance("restore", str(source), "-o", str(tmp_path / "o"), server=elsewhere)
+    assert run.returncode == 1
+    assert f"{elsewhere}/health answered HTTP 404, not a photo-enhance gateway" in run.stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_results_get_the_permissions_the_umask_gives(gateway, small, tmp_path, umask):
+    source = tmp_path / "photo.png"
+    source.write_bytes(encoded(small))
+    run = photo_enhance("restore", str(source), "-o", str(tmp_path / "out.png"),
+                        server=gateway.url, umask=umask)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list(tmp_path.glob(".*.part"))
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "outcome"),
+    [
+        (400, {}, "file"), (408, {}, "file"), (413, {}, "file"), (415, {}, "file"),
+        (500, {}, "file"), (422, {}, "usage"), (404, {}, "stop"), (401, {}, "stop"),
+        (405, {}, "stop"), (503, {}, "stop"), (503, {"Retry-After": "0"}, "retried"),
+        (429, {"Retry-After": "0"}, "retried"), (504, {}, "retried"),
+    ],
+)  # fmt: skip
+def test_what_retrying_cannot_fix_is_not_retried(tmp_path, status, headers, outcome):
+    """send.process on each answer: retried (and then given up on), this file failed, the run
+    stopped (exit 1) or a usage error (exit 2)."""
+    calls = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(status, headers=headers, json={"detail": "as the gateway says"})
+
+    source = tmp_path / "a.png"
+    source.write_bytes(b"x")
+    job = send.Job(source, source, tmp_path / "out.png")
+    policy = send.Policy(retries=1, max_wait_s=0)
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://gw") as client:
+        result = send.process(client, "/restore", {}, job, policy, lambda line: None)
+    assert result.status == "failed" and "as the gateway says" in result.message
+    assert len(calls) == (2 if outcome == "retried" else 1)
+    assert (result.refused, result.stop) == (outcome == "usage", outcome == "stop")
 
 
 def test_options_the_gateway_refuses_stop_the_run_with_exit_2(gateway, small, tmp_path):
     for name in ("a.png", "b.png"):
         (tmp_path / name).write_bytes(encoded(small))
-    run = photo_enhance("colorize", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
-                        "-o", str(tmp_path / "out"), "--render-factor", "101", "-j", "1",
+    run = photo_enhance("restore", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                        "-o", str(tmp_path / "out"), "--tile-size", "64", "-j", "1",
                         server=gateway.url)  # fmt: skip
     assert run.returncode == 2
-    assert re.search(r"the gateway refused the options: HTTP 422: render_factor: .*less than",
+    assert re.search(r"the gateway refused the options: HTTP 422: tile_size: .*at least 128",
                      run.stderr)  # fmt: skip
     assert not (tmp_path / "out").exists()
 
@@ -141,6 +240,7 @@ def test_health_prints_each_model_and_exits_1_when_one_is_not_ready(gateway):
     lines = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
     assert "ready (denoise" in lines["restore"]
     assert "NOT READY: predictor at 127.0.0.1:" in lines["face-restore"]
+    assert "not offered by this server" in lines["colorize"]
     assert run.stdout.startswith(f"gateway {gateway.url}: degraded")
 
 

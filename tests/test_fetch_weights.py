@@ -100,7 +100,7 @@ def test_hugging_face_file_is_fetched_and_its_hash_recorded(server, tmp_path, ti
     assert "is in place" in fetch(tmp_path, server, "colorize", "--variant", "paper_tiny").stdout
     dest.write_bytes(tiny_bytes[:-1] + b"x")
     run = fetch(tmp_path, server, "colorize", "--variant", "paper_tiny")
-    assert run.returncode == 1 and "not the official file" in run.stderr
+    assert run.returncode == 3 and "is in place but is not the official release" in run.stderr
 
 
 def test_an_interrupted_download_resumes_from_the_part_file(server, tmp_path, tiny_bytes):
@@ -132,6 +132,33 @@ def test_a_file_that_is_not_the_official_release_is_refused(server, tmp_path, we
     folder = tmp_path / "upscale" / "x4plus"
     assert not (folder / "RealESRGAN_x4plus.pth").exists()
     assert not (folder / "RealESRGAN_x4plus.pth.part").exists()
+
+
+def test_a_file_in_place_that_is_not_official_is_named_so_with_how_to_serve_it(
+    server, tmp_path, weights
+):
+    """Generated weights under the official name: not "missing" but what they are (exit 3),
+    with ALLOW_UNVERIFIED_WEIGHTS to serve them anyway; --allow-unverified accepts them."""
+    folder = tmp_path / "upscale" / "x4plus"
+    folder.mkdir(parents=True)
+    generated = weights.model_dir("upscale", "x4plus") / "RealESRGAN_x4plus.pth"
+    (folder / "RealESRGAN_x4plus.pth").write_bytes(generated.read_bytes())
+    run = fetch(tmp_path, server, "upscale", "--variant", "x4plus", mirror=True)
+    assert run.returncode == 3, run.stderr
+    assert "Not the official files:" in run.stderr and "Missing" not in run.stderr
+    assert f"{folder / 'RealESRGAN_x4plus.pth'} is in place but is not the official release (" in (
+        run.stderr
+    )
+    assert "expected 67,040,989" in run.stderr
+    assert "ALLOW_UNVERIFIED_WEIGHTS=true make run" in run.stderr
+    assert "delete it and run again" in run.stderr
+    assert "is in place, not the official release" in run.stdout
+    run = fetch(tmp_path, server, "upscale", "--variant", "x4plus", "--allow-unverified")
+    assert run.returncode == 0 and "is in place (unverified)" in run.stdout
+    # One missing beside it: both lists, exit 1.
+    run = fetch(tmp_path, server, "upscale", "restore", mirror=True)
+    assert run.returncode == 1
+    assert "Not the official files:" in run.stderr and "Missing weights:" in run.stderr
 
 
 def test_unreachable_files_are_listed_with_where_to_put_them(server, tmp_path):

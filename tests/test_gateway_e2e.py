@@ -148,9 +148,23 @@ def test_pipeline_upscales_into_the_box(client, small):
         client, "/pipeline", encoded(small), face_restore=False, width=300, height=200,
         render_factor=2, restore_tile_size=0, upscale_tile_size=0,
     )  # fmt: skip
-    # 64x48 fits 300x200 4.17 times: x4 upscale (256x192), then resized into the box.
+    # 64x48 fits 300x200 4.17 times: x4 upscale (256x192), then resized into the box. A colour
+    # photo keeps its colours (colorize=auto, the default).
     assert image_of(reply).size == (267, 200)
-    assert reply.headers["x-steps"] == "colorize,restore,upscale x4,resize 267x200"
+    steps = "colorize skipped (colour photo),restore,upscale x4,resize 267x200"
+    assert reply.headers["x-steps"] == steps
+
+
+def test_pipeline_colorizes_a_grey_or_sepia_photo_by_default(client, camera):
+    grey = np.asarray(Image.fromarray(camera).resize((48, 48)))
+    sepia = (grey[..., None] * np.array([1.0, 0.85, 0.65])).astype(np.uint8)
+    for photo in (grey, sepia):
+        reply = post(
+            client, "/pipeline", encoded(photo), restore=False, upscale=False,
+            face_restore=False, width=48, height=48, render_factor=2,
+        )  # fmt: skip
+        assert reply.headers["x-steps"] == "colorize"
+        assert image_of(reply).size == (48, 48)
 
 
 def test_pipeline_steps_can_be_switched_off(client, small):
@@ -172,7 +186,7 @@ def test_pipeline_all_steps_with_faces_last(client, portrait):
     reply = post(
         client, "/pipeline", encoded(portrait, "JPEG"), "image/jpeg", width=100, height=80,
         render_factor=2, restore_tile_size=0, upscale_tile_size=128, fidelity=0.9,
-        only_center_face=True, output_format="jpeg",
+        only_center_face=True, output_format="jpeg", colorize=True,
     )  # fmt: skip
     assert image_of(reply, "JPEG").size == (80, 80)
     steps = reply.headers["x-steps"].split(",")

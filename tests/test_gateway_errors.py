@@ -7,6 +7,7 @@ No predictor process is needed: every request here fails before or at the predic
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -158,6 +159,30 @@ def test_out_of_range_parameters_are_422(client, photo_png, route, params):
     assert error["msg"]
 
 
+@pytest.mark.parametrize("route", [*ROUTES, *(f"/v1{r}" for r in ROUTES)])
+def test_unknown_query_parameter_is_422_naming_it(client, photo_png, route):
+    # A typo must not fall back to a default (/upscale?scal=2 answering x4), on a good request.
+    reply = upload(client, route, photo_png, scal=2, output_format="png")
+    assert reply.status_code == 422, reply.text
+    (error,) = reply.json()["detail"]
+    assert error["loc"] == ["query", "scal"] and error["type"] == "extra_forbidden"
+    assert f"unknown parameter 'scal' for {route}" in error["msg"]
+    assert "output_format" in error["msg"]  # what it takes
+    # Several: one item each; a known one beside them is not named.
+    reply = upload(client, route, photo_png, a=1, b=2, output_format="jpg")
+    assert [e["loc"] for e in reply.json()["detail"]] == [["query", "a"], ["query", "b"]]
+
+
+def test_unknown_query_parameter_on_health_is_422_and_pages_take_any(client):
+    for route in ("/health", "/v1/health"):
+        reply = client.get(route, params={"verbose": 1})
+        assert reply.status_code == 422
+        assert reply.json()["detail"][0]["loc"] == ["query", "verbose"]
+        assert "it takes none" in reply.json()["detail"][0]["msg"]
+    for page in ("/", "/docs", "/redoc", "/openapi.json"):  # a shared link may carry utm_*
+        assert client.get(page, params={"utm_source": "mail"}).status_code == 200, page
+
+
 @pytest.mark.parametrize("route", ROUTES)
 def test_unknown_output_format_is_422(client, photo_png, route):
     reply = upload(client, route, photo_png, output_format="gif")
@@ -192,13 +217,17 @@ def test_unreachable_predictor_is_503_with_retry_after(client, photo_png):
     assert int(reply.headers["retry-after"]) > 0
 
 
-def test_unconfigured_predictor_is_503_naming_the_setting(client, photo_png):
+def test_task_not_offered_is_503_without_retry_after_naming_the_setting(client, photo_png):
     reply = upload(client, "/restore", photo_png)
-    assert "PREDICTOR_RESTORE" in assert_detail(reply, 503)
-    assert reply.headers["retry-after"]
-    # The pipeline stops at its first step that cannot run.
-    reply = upload(client, "/pipeline", photo_png, colorize=False)
-    assert "restore" in assert_detail(reply, 503)
+    detail = assert_detail(reply, 503)
+    assert detail.startswith("this server does not offer restore")
+    assert "PREDICTOR_RESTORE" in detail and "retry later" not in detail
+    assert "retry-after" not in reply.headers  # waiting will not bring it
+    # The pipeline refuses before its first step when a step it needs is not offered: here
+    # restore (second), while colorize (first) would have waited for a silent predictor.
+    reply = upload(client, "/pipeline", photo_png, colorize=True, face_restore=False)
+    assert assert_detail(reply, 503).startswith("this server does not offer restore")
+    assert "retry-after" not in reply.headers
 
 
 def test_silent_predictor_is_504_after_the_timeout(client, photo_png):
@@ -249,6 +278,14 @@ def test_docs_openapi_and_metrics(client):
     for page in ("/docs", "/redoc"):
         reply = client.get(page)
         assert reply.status_code == 200 and "openapi.json" in reply.text
+        # Offline and behind a path prefix: only relative URLs, files from the package.
+        assert not re.search(r"(src|href|url)\s*[=:]\s*['\"]?(https?:)?/", reply.text), page
+        for asset in re.findall(r"(?:src|href)=\"(docs/assets/[^\"]+)\"", reply.text):
+            served = client.get(f"/{asset}")
+            assert served.status_code == 200 and len(served.content) > 1000, asset
+            assert (
+                b"cdn.redoc.ly" not in served.content and b"fonts.googleapis" not in served.content
+            )
     metrics = client.get("/metrics").text
     assert 'photo_enhance_request_seconds_count{route="upscale",status="503"}' in metrics
 
@@ -256,6 +293,7 @@ def test_docs_openapi_and_metrics(client):
 def test_no_internal_details_leak(client, photo_png):
     """Every non-2xx answer so far was a JSON detail; none carried a traceback."""
     for route in ROUTES:
-        reply = upload(client, route, photo_png, colorize=False)
+        extra = {"colorize": False} if route == "/pipeline" else {}
+        reply = upload(client, route, photo_png, **extra)
         assert reply.status_code in (500, 503, 504)
         assert "Traceback" not in reply.text and "grpc" not in reply.text.lower()

@@ -98,6 +98,35 @@ def test_missing_weights_offline_name_the_files_and_exit_1(tmp_path):
     assert "Started server process" not in output  # nothing was started
 
 
+def test_a_file_that_is_not_the_official_release_is_named_so_not_missing(weights, tmp_path):
+    """The generated test weights under the official name, without ALLOW_UNVERIFIED_WEIGHTS:
+    run-local says what the file is and how to serve it anyway, and starts nothing."""
+    (tmp_path / "upscale").mkdir()
+    (tmp_path / "upscale" / "x4plus").symlink_to(weights.model_dir("upscale", "x4plus"))
+    result = subprocess.run(
+        [sys.executable, str(RUN_LOCAL)],
+        cwd=ROOT,
+        env=environment(
+            TASKS="upscale",
+            WEIGHTS_DIR=str(tmp_path),
+            PORT=str(free_port()),
+            WEIGHTS_MIRROR=f"http://127.0.0.1:{free_port()}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    path = tmp_path / "upscale" / "x4plus" / "RealESRGAN_x4plus.pth"
+    assert f"{path} is in place but is not the official release (" in output
+    assert "expected 67,040,989" in output  # what differs
+    assert "ALLOW_UNVERIFIED_WEIGHTS=true make run" in output
+    assert "ESRGAN checkpoint" in output  # what the predictor still checks
+    assert "missing" not in output.lower()
+    assert "Started server process" not in output
+
+
 class Running:
     """hack/run-local in the background, its output collected line by line."""
 
@@ -206,6 +235,22 @@ def test_tasks_subset_fetches_and_starts_only_those(weights, astronaut, tmp_path
         )  # fmt: skip
         assert reply.status_code == 200, reply.text
         assert run.output().count("Started server process") == 2  # upscale and the gateway
+
+        # The banner: the page to open, the CLI's variable, the predictor's OIP v2 addresses.
+        output = run.output()
+        assert f"open {url}/ in a browser" in output
+        assert f"\n  export PHOTO_ENHANCE_URL={url}\n" in output
+        grpc_address = health["models"]["upscale"]["predictor"]
+        oip = re.search(
+            rf"\n  upscale +gRPC {re.escape(grpc_address)} +HTTP (http://127\.0\.0\.1:\d+)"
+            r"/v2/models/upscale\n",
+            output,
+        )
+        assert oip, output[-3000:]
+        ready = httpx.get(f"{oip.group(1)}/v2/models/upscale/ready", timeout=30)
+        assert ready.status_code == 200  # an OIP v2 client can use it as printed
+        for task in ("colorize", "restore", "face-restore"):  # not started: not listed
+            assert not re.search(rf"\n  {task} +gRPC", output)
 
         # The predictor listens on 127.0.0.1 only: HTTP and gRPC.
         ports = predictor_ports(run.output(), "upscale", health["models"]["upscale"]["predictor"])

@@ -226,7 +226,9 @@ def test_not_ready_model_is_marked_and_503_counts_down(page, photo):
     page.select_option("#task", "pipeline")  # needs the models of the steps switched on
     note = page.locator("#task-note")
     expect(note).to_contain_text("face-restore (predictor at")
-    for step in ("colorize", "upscale", "face_restore"):
+    expect(page.locator("#p-colorize")).to_have_value("auto")  # auto/true/false: a select
+    page.select_option("#p-colorize", "false")
+    for step in ("upscale", "face_restore"):
         page.uncheck(f"#p-{step}")
     expect(note).to_have_text("")
     page.select_option("#task", "face-restore")
@@ -241,6 +243,32 @@ def test_not_ready_model_is_marked_and_503_counts_down(page, photo):
     expect(message).to_contain_text(f"Try again in {first - 1} s", timeout=3_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / "page-not-ready.png", full_page=True)
+
+
+def test_task_not_offered_is_greyed_out_and_its_503_does_not_count_down(page, photo):
+    page.console.expect_status(503)
+    colorize = page.locator("#health li[data-model=colorize]")
+    expect(colorize).to_have_class("not-offered")  # no predictor address in this gateway
+    expect(colorize).to_contain_text("not offered by this server")
+    option = page.locator("#task option[value=colorize]")
+    expect(option).to_be_disabled()
+    expect(option).to_contain_text("(not offered here)")
+    expect(page.locator("#task option[value=restore]")).to_be_enabled()
+
+    page.select_option("#task", "pipeline")
+    note = page.locator("#task-note")
+    expect(note).to_contain_text("This server does not offer colorize: switch that step off")
+    page.select_option("#p-colorize", "true")
+    page.uncheck("#p-face_restore")
+    page.set_input_files("#file", str(photo))
+    page.click("#run")
+    message = page.locator("#message")
+    expect(message).to_contain_text("this server does not offer colorize", timeout=30_000)
+    # showRetry writes its countdown line together with the message: none here.
+    expect(message.locator(".countdown")).to_have_count(0)
+    expect(message).not_to_contain_text("Try again")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / "page-not-offered.png", full_page=True)
 
 
 def test_cancel_aborts_a_running_request(page, photo):
@@ -296,3 +324,65 @@ def test_every_control_is_labelled_and_keyboard_focus_is_visible(page):
         )
     assert [s[0] for s in seen][:3] == ["A", "file", "task"]
     assert all(style != "none" and width == "3px" for _, style, width in seen), seen
+
+
+# ---- API docs offline -----------------------------------------------------------------------
+
+
+def offline_page(browser_context, gateway, prefix: str = ""):
+    """A page whose every request off the gateway's origin is aborted (and recorded). With a
+    prefix, the gateway is reached as a proxy would serve it under that path (the prefix is
+    stripped before the request reaches it); a request outside the prefix is aborted too."""
+    page = browser_context.new_page()
+    page.console = Console(page)
+    blocked: list[str] = []
+    origin = gateway.url
+
+    def handle(route) -> None:
+        url = route.request.url
+        if prefix and url.startswith(f"{origin}{prefix}/"):
+            route.fulfill(response=route.fetch(url=origin + url[len(origin) + len(prefix) :]))
+        elif not prefix and url.startswith(f"{origin}/"):
+            route.continue_()
+        else:
+            blocked.append(url)
+            route.abort()
+
+    page.route("**/*", handle)
+    return page, blocked
+
+
+@pytest.mark.parametrize("prefix", ["", "/photo-enhance"])
+def test_swagger_ui_lists_the_operations_offline(browser_context, gateway, prefix):
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    operations = sum(len(item) for item in spec["paths"].values())
+    page, blocked = offline_page(browser_context, gateway, prefix)
+    try:
+        page.goto(f"{gateway.url}{prefix}/docs")
+        expect(page.locator(".opblock")).to_have_count(operations, timeout=30_000)
+        expect(page.locator(".opblock-summary-path[data-path='/upscale']")).to_be_visible()
+        expect(page.locator(".info .title")).to_contain_text("photo-enhance")
+        if not prefix:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=SHOTS / "docs-offline.png", full_page=False)
+    finally:
+        page.close()
+    assert blocked == []  # nothing was asked of another host, nor outside the prefix
+    assert page.console.errors == []
+
+
+@pytest.mark.parametrize("prefix", ["", "/photo-enhance"])
+def test_redoc_renders_offline(browser_context, gateway, prefix):
+    page, blocked = offline_page(browser_context, gateway, prefix)
+    try:
+        page.goto(f"{gateway.url}{prefix}/redoc")
+        heading = page.locator("h2", has_text="Upscale a photo (Real-ESRGAN)").first
+        expect(heading).to_be_visible(timeout=30_000)
+        expect(page.locator("h1").first).to_contain_text("photo-enhance")
+        if not prefix:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=SHOTS / "redoc-offline.png", full_page=False)
+    finally:
+        page.close()
+    assert blocked == []
+    assert page.console.errors == []

@@ -23,3 +23,13 @@ def too_large(detail: str) -> GatewayError:
 
 def unsupported_type(detail: str) -> GatewayError:
     return GatewayError(415, detail)
+
+
+def not_offered(task: str, how: str) -> GatewayError:
+    """503 without Retry-After: this gateway has no predictor for the task, and waiting will not
+    give it one (CONTRACT 1). `how`: what the operator would set."""
+    return GatewayError(
+        503,
+        f"this server does not offer {task}: no {task} predictor is configured ({how}); "
+        "retrying will not help, use another task or another server",
+    )

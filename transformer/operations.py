@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from . import bounds, images, tasks
+from . import bounds, colour, images, tasks
 from .config import Settings
 from .predictors import Predictors
 
@@ -160,7 +160,12 @@ class Pipeline(_Params):
         bounds.check_plan(settings, (rgb.shape[1], rgb.shape[0]), self._plan(rgb))
 
     def steps(self, rgb: np.ndarray) -> list[str]:
-        return [step.name for step in self._plan(rgb) if step.name != "resize"]
+        """The predictor steps that will run: colorize=auto decided on the photo (~10 ms), so
+        that a job's progress counts only the steps it takes."""
+        names = [step.name for step in self._plan(rgb) if step.name != "resize"]
+        if self.options.colorize == tasks.AUTO and colour.has_own_colour(rgb):
+            names.remove("colorize")
+        return names
 
     async def run(self, p: Predictors, rgb: np.ndarray) -> tasks.Result:
         return await tasks.pipeline(p, rgb, self.options)

@@ -3,7 +3,8 @@
 One `kserve.InferenceGRPCClient` per task (KServe's own client factory caches a single client for
 the whole process). Images travel as `UINT8 [1, H, W, 3]` raw tensor contents, never as number
 lists. gRPC failures become the contract's statuses: 503 (with Retry-After) when the predictor is
-unreachable or its model is not ready, 504 when it does not answer in time.
+unreachable or its model is not ready, 504 when it does not answer in time; 503 without
+Retry-After for a task that has no predictor address (this gateway does not offer it).
 
 Each call waits its turn in the task's queue (admission.py) and carries the request's time left
 as its gRPC deadline (budget.py); cancelling the awaiting task cancels the call. A call made for
@@ -28,7 +29,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter, ModelInferR
 from . import budget, metrics, progress
 from .admission import Admission
 from .config import ADDRESS_ENV, Settings, flag_name
-from .errors import GatewayError
+from .errors import GatewayError, not_offered
 from .v2wire import Progress, RawTensorClient, Reply, StreamError, encode_request
 
 logger = logging.getLogger("transformer.predictors")
@@ -112,11 +113,7 @@ class Predictors:
     def client(self, task: str) -> InferenceGRPCClient:
         address = self.settings.addresses.get(task)
         if not address:
-            raise self._unavailable(
-                task,
-                f"not configured (no predictor address: set {ADDRESS_ENV[task]} or "
-                f"--{flag_name(task)})",
-            )
+            raise not_offered(task, f"{ADDRESS_ENV[task]} or --{flag_name(task)}")
         client = self._clients.get(task)
         if client is None:
             limit = self.settings.grpc_max_message

@@ -1,7 +1,8 @@
 """The REST routes (CONTRACT section 1), added to the FastAPI app that KServe serves.
 
 Every route exists bare and under /v1. Query parameters are validated by FastAPI (422 on a
-value out of range); everything else answers `{"detail": ...}` with the contract's status.
+value out of range, and on a name the route does not have: query.py); everything else answers
+`{"detail": ...}` with the contract's status.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import logging
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
 from kserve.model_server import app
+from pydantic import BeforeValidator
 
-from . import budget, metrics, operations, surface, tasks
+from . import budget, docs, metrics, operations, query, surface, tasks
 from .bounds import TileSize
 from .config import TASKS, Settings
 from .errors import GatewayError
@@ -100,14 +101,16 @@ _RESPONSES: dict[int | str, dict] = {
     },
     500: {"description": "Unexpected; the details are in the gateway's log.", "content": _DETAIL},
     503: {
-        "description": "The predictor is not ready or unreachable.",
+        "description": "The predictor is not ready or unreachable (with Retry-After), or this "
+        "server does not offer the task (no Retry-After: waiting will not help).",
         "headers": _RETRY_AFTER,
         "content": _DETAIL,
     },
     504: {"description": "The request ran out of time (PREDICTOR_TIMEOUT_S).", "content": _DETAIL},
 }
 
-router = APIRouter()
+# A query parameter a route does not have is a 422 (query.py), on every route of the router.
+router = APIRouter(dependencies=[Depends(query.no_unknown_parameters)])
 
 
 def _image_route(path: str, summary: str):
@@ -208,13 +211,41 @@ async def upscale(
 
 BoxSide = Annotated[int, Query(ge=16, le=16384, description="Target box side in px.")]
 
+_TRUE = {"true", "1", "yes", "on", "t", "y"}
+_FALSE = {"false", "0", "no", "off", "f", "n"}
+
+
+def _auto_or_bool(value: object) -> object:
+    """`auto`, or any spelling of a boolean that FastAPI takes for one (`1`, `yes`, `off`...)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return "true"
+        if text in _FALSE:
+            return "false"
+        return text
+    return value
+
+
+AutoColorize = Annotated[
+    Literal["auto", "true", "false"],
+    BeforeValidator(_auto_or_bool),
+    Query(
+        description="Run the colorize model (first step). auto: only on a photo without colour "
+        "of its own (grayscale, or one tint such as sepia); a colour photo keeps its colours "
+        "and X-Steps says `colorize skipped (colour photo)`. true/false: always/never."
+    ),
+]
+
 
 @_image_route("/pipeline", "Chain the models: colorize, restore, upscale, fit the box, faces")
 async def pipeline(
     request: Request,
     restore: Annotated[bool, Query(description="Run the restore model.")] = True,
     face_restore: Annotated[bool, Query(description="Restore faces (last step).")] = True,
-    colorize: Annotated[bool, Query(description="Run the colorize model (first step).")] = True,
+    colorize: AutoColorize = "auto",
     upscale: Annotated[
         bool, Query(description="Upscale with the model when smaller than the box.")
     ] = True,
@@ -230,7 +261,7 @@ async def pipeline(
     output_format: OutputFormat = "png",
 ) -> Response:
     options = tasks.PipelineOptions(
-        colorize=colorize,
+        colorize=tasks.AUTO if colorize == "auto" else colorize == "true",
         restore=restore,
         upscale=upscale,
         face_restore=face_restore,
@@ -268,18 +299,7 @@ def _install() -> None:
     app.include_router(jobs_api.router)
     jobs_service.install(app, lambda: state)
     surface.close(app)
-    paths = {getattr(route, "path", None) for route in app.routes}
-    if "/docs" not in paths:  # KServe adds it only with --enable_docs_url
-
-        @app.get("/docs", include_in_schema=False)
-        async def docs() -> HTMLResponse:
-            return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API")
-
-    if "/redoc" not in paths:
-
-        @app.get("/redoc", include_in_schema=False)
-        async def redoc() -> HTMLResponse:
-            return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} API")
+    docs.install(app)  # /docs and /redoc from packaged files, relative URLs (docs.py)
 
     from . import page  # the web page at / (its own module; imported here, where it is hooked up)
 

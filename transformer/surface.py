@@ -29,7 +29,7 @@ SERVED = DOCUMENTED | {
     "/v2/health/live",  # the gateway's own probes (chart: livenessProbe, readinessProbe)
     "/v2/health/ready",
 }
-SERVED_PREFIXES = ("/ui/", JOBS)  # the web page's assets, the jobs
+SERVED_PREFIXES = ("/ui/", "/docs/assets/", JOBS)  # the page's and the docs' files, the jobs
 
 
 def is_served(path: str) -> bool:

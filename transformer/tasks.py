@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from . import images
+from . import colour, images
 from .predictors import Predictors
+
+logger = logging.getLogger("transformer.tasks")
 
 FACE_SIZE = 512  # CodeFormer's face crop: the answer's side for an aligned input
 UPSCALE_MODEL_MAX = 4  # Real-ESRGAN's largest native scale: the pipeline never asks for more
+MODEL_STEPS = ("colorize", "restore", "upscale", "face-restore")  # pipeline steps = tasks
 
 
 @dataclass
@@ -94,9 +100,14 @@ async def upscale(
     return result
 
 
+AUTO = "auto"
+# X-Steps' entry when colorize=auto leaves a photo's own colours alone.
+SKIPPED_COLOUR_PHOTO = "colorize skipped (colour photo)"
+
+
 @dataclass
 class PipelineOptions:
-    colorize: bool
+    colorize: bool | Literal["auto"]  # auto: only a photo without colour of its own (colour.py)
     restore: bool
     upscale: bool
     face_restore: bool
@@ -121,10 +132,11 @@ def plan_pipeline(width: int, height: int, o: PipelineOptions) -> list[Step]:
     """The steps /pipeline will take on a width x height image, with every image size known
     before the first step (the bounds are checked on this plan). The original service's order:
     colorize, restore, upscale when the image is smaller than the target box, resize into the
-    box (aspect ratio kept), face-restore last."""
+    box (aspect ratio kept), face-restore last. colorize=auto plans the colorize step (the
+    bounds hold whether it runs or not); pipeline() decides it on the photo."""
     steps = []
     size = (width, height)
-    for name, wanted in (("colorize", o.colorize), ("restore", o.restore)):
+    for name, wanted in (("colorize", bool(o.colorize)), ("restore", o.restore)):
         if wanted:
             steps.append(Step(name, size, size))
     room = min(o.width / size[0], o.height / size[1])
@@ -142,10 +154,28 @@ def plan_pipeline(width: int, height: int, o: PipelineOptions) -> list[Step]:
     return steps
 
 
+async def decide_colorize(o: PipelineOptions, rgb: np.ndarray, out: Result) -> PipelineOptions:
+    """colorize=auto: on for a photo without colour of its own (grayscale or one tint), off for a
+    colour photo, which keeps its colours (X-Steps says so)."""
+    if o.colorize != AUTO:
+        return o
+    spread = await run_in_threadpool(colour.colour_spread, rgb)
+    colourful = spread >= colour.THRESHOLD
+    logger.debug("colorize=auto: colour spread %.2f (threshold %g)", spread, colour.THRESHOLD)
+    if colourful:
+        out.steps.append(SKIPPED_COLOUR_PHOTO)
+    return dataclasses.replace(o, colorize=not colourful)
+
+
 async def pipeline(p: Predictors, rgb: np.ndarray, o: PipelineOptions) -> Result:
     """Runs the plan_pipeline steps, each on the previous step's answer."""
     out = Result(rgb)
-    for step in plan_pipeline(rgb.shape[1], rgb.shape[0], o):
+    o = await decide_colorize(o, rgb, out)
+    steps = plan_pipeline(rgb.shape[1], rgb.shape[0], o)
+    for step in steps:  # a step this server does not offer: 503 before any work is done
+        if step.name in MODEL_STEPS:
+            p.client(step.name)
+    for step in steps:
         if step.name == "colorize":
             rgb = await colorize(p, rgb, o.render_factor, out)
         elif step.name == "restore":

@@ -124,9 +124,10 @@ function wireInput() {
 
 // "face-restore (not ready): Restore faces (CodeFormer ...)": the state first, so a narrow
 // select still shows it.
-function taskLabel(task, notReady) {
+function taskLabel(task, notReady, notOffered) {
   const summary = operation(task)?.summary;
-  return `${task}${notReady ? " (not ready)" : ""}${summary ? `: ${summary}` : ""}`;
+  const state = notOffered ? " (not offered here)" : notReady ? " (not ready)" : "";
+  return `${task}${state}${summary ? `: ${summary}` : ""}`;
 }
 
 function operation(task) {
@@ -262,22 +263,42 @@ function renderHealth() {
   if (!models.length) return;
   list.replaceChildren();
   for (const [name, entry] of models) {
-    const item = el("li", { class: entry.ready ? "ready" : "not-ready", "data-model": name });
+    const kind = offered(name) ? (entry.ready ? "ready" : "not-ready") : "not-offered";
+    const item = el("li", { class: kind, "data-model": name });
     item.append(el("span", { class: "dot", "aria-hidden": "true" }));
     item.append(el("strong", {}, name));
     const facts = [entry.variant, entry.device].filter((v) => v && v !== "unknown").join(", ");
-    const text = entry.ready
-      ? ` ready${facts ? ` (${facts})` : ""}`
-      : ` not ready: ${entry.detail || "no reason given"}`;
+    const text = {
+      ready: ` ready${facts ? ` (${facts})` : ""}`,
+      "not-ready": ` not ready: ${entry.detail || "no reason given"}`,
+      "not-offered": " not offered by this server",
+    }[kind];
     item.append(document.createTextNode(text));
     list.append(item);
   }
-  for (const option of $("task").options) {
+  const select = $("task");
+  for (const option of select.options) {
     const missing = notReady(option.value);
-    option.textContent = taskLabel(option.value, missing.length > 0);
+    // Greyed out when the server serves none of the task's models (it will not come back).
+    const gone = (TASK_MODELS[option.value] || []).every((m) => !offered(m));
+    option.textContent = taskLabel(option.value, missing.length > 0, gone);
     option.classList.toggle("not-ready", missing.length > 0);
+    option.disabled = gone;
+  }
+  if (select.selectedOptions[0]?.disabled) {
+    const usable = [...select.options].find((o) => !o.disabled);
+    if (usable) {
+      select.value = usable.value;
+      buildParams();
+    }
   }
   renderTaskNote();
+}
+
+// false when /health says the gateway has no predictor for the model (not configured).
+function offered(model) {
+  const entry = state.health[model];
+  return !entry || entry.predictor !== null;
 }
 
 // The pipeline needs only the models of the steps switched on in the form.
@@ -288,23 +309,39 @@ const PIPELINE_STEPS = {
   face_restore: "face-restore",
 };
 
-function notReady(task) {
-  let models = TASK_MODELS[task] || [];
+// A step's control: a checkbox, or colorize's auto/true/false select (auto may run it).
+function stepOn(input) {
+  if (!input) return true;
+  return input.type === "checkbox" ? input.checked : input.value !== "false";
+}
+
+function neededModels(task) {
   if (task === "pipeline" && task === $("task").value) {
-    models = Object.entries(PIPELINE_STEPS)
-      .filter(([param]) => $(`p-${param}`)?.checked !== false)
+    return Object.entries(PIPELINE_STEPS)
+      .filter(([param]) => stepOn($(`p-${param}`)))
       .map(([, model]) => model);
   }
-  return models.filter((m) => state.health[m] && !state.health[m].ready);
+  return TASK_MODELS[task] || [];
+}
+
+function notReady(task) {
+  return neededModels(task).filter((m) => offered(m) && state.health[m] && !state.health[m].ready);
 }
 
 function renderTaskNote() {
   const note = $("task-note");
-  const missing = notReady($("task").value);
-  note.textContent = missing.length
-    ? `Not ready: ${missing.map((m) => `${m} (${state.health[m].detail || "no reason given"})`).join("; ")}. Running it now answers 503.`
-    : "";
-  note.classList.toggle("warn", missing.length > 0);
+  const task = $("task").value;
+  const missing = notReady(task);
+  const absent = neededModels(task).filter((m) => !offered(m));
+  const parts = [];
+  if (absent.length) {
+    parts.push(`This server does not offer ${absent.join(", ")}${task === "pipeline" ? ": switch that step off" : ""}.`);
+  }
+  if (missing.length) {
+    parts.push(`Not ready: ${missing.map((m) => `${m} (${state.health[m].detail || "no reason given"})`).join("; ")}. Running it now answers 503.`);
+  }
+  note.textContent = parts.join(" ");
+  note.classList.toggle("warn", parts.length > 0);
 }
 
 // ---- running --------------------------------------------------------------------------------
@@ -391,7 +428,12 @@ async function showFailure(res) {
       break;
     case 429:
     case 503:
-      showRetry(text, Number.parseInt(res.headers.get("Retry-After") || "10", 10));
+      if (res.headers.has("Retry-After")) {
+        showRetry(text, Number.parseInt(res.headers.get("Retry-After"), 10));
+      } else {
+        // Not configured on this server: waiting will not help, so no countdown.
+        showMessage("error", text);
+      }
       refreshHealth();
       break;
     case 504:
