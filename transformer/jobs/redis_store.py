@@ -47,6 +47,8 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -377,6 +379,9 @@ class RedisJobStore(JobStore):
             socket_timeout=DEFAULT_TIMEOUT_S,
             socket_connect_timeout=DEFAULT_TIMEOUT_S,
             health_check_interval=30,
+            # One more try on a fresh connection (a pooled one may be stale after a Redis
+            # restart), then StoreUnavailable: a 503 at once rather than after backoffs.
+            retry=Retry(NoBackoff(), 1),
         )
         for name, source in (
             ("add", ADD), ("get", GET), ("claim", CLAIM), ("progress", PROGRESS),

@@ -156,6 +156,7 @@ class Runner:
                     if job is None:
                         break
                     self.running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                    logger.info("job %s: running here (run %d)", job.id, job.attempts)
             except StoreUnavailable as exc:
                 logger.warning("jobs: claiming a job failed; retrying: %s", exc.detail)
             except Exception:
