@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint format run bench bench-gpu clean browser
+.PHONY: venv test lint format run bench bench-gpu clean browser redis
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[predictor,dev]'
 	@touch $(STAMP)
 
-test: venv browser
+test: venv browser redis
 	$(PY) -m pytest
 
 # The web page's tests (tests/test_page_browser.py) drive Debian's chromium through Playwright.
@@ -33,6 +33,23 @@ browser:
 	  fi; \
 	fi
 	@test -x "$(CHROMIUM)" || { echo "make: $(CHROMIUM) still missing after apt-get" >&2; exit 1; }
+
+# The job store tests for several gateway replicas (tests/test_jobs_redis.py, and the store
+# contract tests) start Debian's redis-server on 127.0.0.1, without persistence.
+REDIS_SERVER ?= /usr/bin/redis-server
+export REDIS_SERVER
+redis:
+	@if [ ! -x "$(REDIS_SERVER)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update && apt-get install -y redis-server; \
+	  else \
+	    echo "make: $(REDIS_SERVER) is missing; the job store tests need it." >&2; \
+	    echo "  install it (Debian/Ubuntu: sudo apt-get install -y redis-server)" >&2; \
+	    echo "  or point REDIS_SERVER=/path/to/redis-server (or valkey-server) at one" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@test -x "$(REDIS_SERVER)" || { echo "make: $(REDIS_SERVER) still missing after apt-get" >&2; exit 1; }
 
 lint: venv
 	$(VENV)/bin/ruff check .

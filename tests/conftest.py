@@ -5,6 +5,7 @@ import pytest
 from skimage import data
 
 from tests import weights_factory
+from tests.redis_server import start_redis
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,12 @@ def camera() -> np.ndarray:
 def weights():
     """The generated official-layout weights, made once and cached across runs."""
     return weights_factory
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on 127.0.0.1 for the session (no persistence); tests keep apart by
+    key prefix."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

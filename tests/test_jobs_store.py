@@ -1,34 +1,54 @@
-"""The embedded job store (SQLite file) and the job files, as the runner and the API use them:
-claims, leases, conditional finishes, idempotency keys, the queue limit, expiry, and a second
-store on the same file (another gateway process) seeing the first one's jobs."""
+"""The job stores, as the runner and the API use them: claims, leases, conditional finishes,
+idempotency keys, the queue limit, expiry, and a second store on the same data (another gateway
+process or replica) seeing the first one's jobs. Every contract test runs on both stores: the
+embedded one (an SQLite file) and the shared one (a real redis-server, tests/redis_server.py).
+Then the job files and the settings."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
 
 from transformer.jobs.config import JobSettings
 from transformer.jobs.files import RESULTS, UPLOADS, FileStore
 from transformer.jobs.model import Job
+from transformer.jobs.redis_store import RedisJobStore
 from transformer.jobs.sqlite import SqliteJobStore
-from transformer.jobs.store import QueueFull
+from transformer.jobs.store import JobStore, QueueFull, StoreUnavailable, open_store, redacted
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
-async def opened(path) -> SqliteJobStore:
-    store = SqliteJobStore(path)
-    await store.open()
-    return store
+@pytest.fixture(params=["sqlite", "redis"])
+def opened(request, tmp_path):
+    """`await opened()`: a new store on this test's data (each call another process's view)."""
+    if request.param == "sqlite":
+
+        async def sqlite() -> JobStore:
+            store = SqliteJobStore(tmp_path / "jobs.db")
+            await store.open()
+            return store
+
+        return sqlite
+    server = request.getfixturevalue("redis_server")
+    prefix = f"test-{uuid.uuid4().hex}:{{jobs}}:"  # this test's own keys
+
+    async def redis() -> JobStore:
+        store = RedisJobStore(server.url, prefix=prefix)
+        await store.open()
+        return store
+
+    return redis
 
 
-def test_a_job_goes_queued_running_succeeded_with_one_owner(tmp_path):
+def test_a_job_goes_queued_running_succeeded_with_one_owner(opened):
     async def scenario():
-        store = await opened(tmp_path / "jobs.db")
+        store = await opened()
         job, created = await store.add(Job.new("restore", {"tile_size": 0}), max_queued=10)
         assert created and job.status == "queued"
         claimed = await store.claim("runner-a", lease_s=30)
@@ -50,9 +70,9 @@ def test_a_job_goes_queued_running_succeeded_with_one_owner(tmp_path):
     run(scenario())
 
 
-def test_idempotency_key_and_queue_limit(tmp_path):
+def test_idempotency_key_and_queue_limit(opened):
     async def scenario():
-        store = await opened(tmp_path / "jobs.db")
+        store = await opened()
         first, created = await store.add(Job.new("upscale", {}, "key-1"), max_queued=2)
         again, created_again = await store.add(Job.new("upscale", {}, "key-1"), max_queued=2)
         assert created and not created_again and again.id == first.id
@@ -68,9 +88,9 @@ def test_idempotency_key_and_queue_limit(tmp_path):
     run(scenario())
 
 
-def test_cancel_and_release_and_a_lapsed_lease(tmp_path):
+def test_cancel_and_release_and_a_lapsed_lease(opened):
     async def scenario():
-        store = await opened(tmp_path / "jobs.db")
+        store = await opened()
         queued, _ = await store.add(Job.new("restore", {}), 10)
         canceled = await store.cancel(queued.id, ttl_s=60)
         assert canceled.status == "canceled" and canceled.finished_at is not None
@@ -97,9 +117,9 @@ def test_cancel_and_release_and_a_lapsed_lease(tmp_path):
     run(scenario())
 
 
-def test_expired_jobs_are_gone_and_their_key_free(tmp_path):
+def test_expired_jobs_are_gone_and_their_key_free(opened):
     async def scenario():
-        store = await opened(tmp_path / "jobs.db")
+        store = await opened()
         job, _ = await store.add(Job.new("restore", {}, "key"), 10)
         await store.claim("a", 30)
         await store.finish(job.id, "a", "failed", 0.05, progress=(0, 1000, "failed"))
@@ -114,10 +134,9 @@ def test_expired_jobs_are_gone_and_their_key_free(tmp_path):
     run(scenario())
 
 
-def test_two_stores_on_one_file_share_the_jobs_and_wait_sees_the_other(tmp_path):
+def test_two_stores_on_one_file_share_the_jobs_and_wait_sees_the_other(opened):
     async def scenario():
-        path = tmp_path / "jobs.db"
-        here, there = await opened(path), await opened(path)
+        here, there = await opened(), await opened()
         job, _ = await here.add(Job.new("restore", {}), 10)
         claimed = await there.claim("there", 30)
         assert claimed.id == job.id and await here.claim("here", 30) is None
@@ -156,8 +175,13 @@ def test_settings_urls_and_mistakes(tmp_path):
     )
     assert str(settings.store_path) == "/var/lib/jobs.db"
     assert str(settings.files_dir) == "/srv/results"
+    settings = JobSettings.from_env({"JOBS_STORE": "redis://:secret@redis.jobs:6379/2"})
+    assert settings.store_path is None and settings.store_url.endswith("6379/2")
+    assert "secret" not in redacted(settings.store_url)
+    assert isinstance(open_store(settings), RedisJobStore)
     for env, words in (
-        ({"JOBS_STORE": "redis://localhost:6379"}, "not built yet"),
+        ({"JOBS_STORE": "redis:///6379"}, "redis://HOST"),
+        ({"JOBS_STORE": "postgres://db/jobs"}, "sqlite:///ABSOLUTE/PATH .* or redis://"),
         ({"RESULTS_STORE": "s3://bucket/prefix"}, "not built yet"),
         ({"JOBS_STORE": "jobs.db"}, "sqlite:///"),
         ({"MAX_JOBS_QUEUED": "0"}, ">= 1"),
@@ -165,3 +189,24 @@ def test_settings_urls_and_mistakes(tmp_path):
     ):
         with pytest.raises(ValueError, match=words):
             JobSettings.from_env(env)
+
+
+def test_a_redis_that_does_not_answer_is_a_503_and_changes_nothing(redis_server):
+    async def scenario():
+        store = RedisJobStore(redis_server.url, prefix=f"test-{uuid.uuid4().hex}:{{jobs}}:")
+        await store.open()
+        job, _ = await store.add(Job.new("restore", {}), 10)
+        store._redis.connection_pool.connection_kwargs["socket_timeout"] = 0.5
+        await store._redis.connection_pool.disconnect()
+        redis_server.pause()
+        try:
+            with pytest.raises(StoreUnavailable) as unavailable:
+                await store.add(Job.new("restore", {}), 10)
+            assert unavailable.value.status == 503 and "Retry-After" in unavailable.value.headers
+            assert "does not answer" in unavailable.value.detail
+        finally:
+            redis_server.resume()
+        assert await store.ids() == {job.id}
+        await store.close()
+
+    run(scenario())

@@ -4,7 +4,8 @@
   202) and the job resource under /v1/jobs/{id}: JSON, result, events (SSE), cancel, delete.
 - model.py: the job record and its JSON.
 - store.py: the store interface (small enough for a Redis implementation) and `open_store`;
-  sqlite.py: the embedded store (JOBS_STORE=sqlite:///PATH).
+  sqlite.py: the embedded store (JOBS_STORE=sqlite:///PATH); redis_store.py: the shared one for
+  several gateway replicas (JOBS_STORE=redis://...).
 - files.py: uploads and results as files (RESULTS_STORE=file:///DIR).
 - runner.py: pulls queued jobs from the store and runs them, a bounded number at a time, through
   the same operations as the synchronous routes (operations.py), with leases so that a job whose

@@ -25,7 +25,7 @@ from ..uploads import read_upload
 from . import service
 from .files import RESULTS, UPLOADS
 from .model import FAILED, PREFIX, QUEUED, RUNNING, SUCCEEDED, Job
-from .store import QueueFull
+from .store import QueueFull, StoreUnavailable
 
 logger = logging.getLogger("transformer.jobs")
 
@@ -250,7 +250,12 @@ async def get_events(
                 if draining.done():  # the gateway stops: the client resumes elsewhere
                     change.cancel()
                     return
-                current = change.result()
+                try:
+                    current = change.result()
+                except StoreUnavailable:  # Redis away: keep the stream, ask again
+                    yield ": the job store does not answer; retrying\n\n"
+                    await asyncio.sleep(jobs.store.POLL_S)
+                    continue
                 if current is None:  # deleted or expired
                     return
                 if current.version > seen:
@@ -271,9 +276,9 @@ async def get_events(
 async def cancel_job(job_id: JobId) -> Response:
     try:
         jobs, _ = await _job(job_id)
+        job = await jobs.store.cancel(job_id, jobs.settings.ttl_s)
     except GatewayError as exc:
         return _error(exc)
-    job = await jobs.store.cancel(job_id, jobs.settings.ttl_s)
     if job is None:
         return _error(GatewayError(404, f"no job {job_id}: unknown, expired or deleted"))
     if jobs.runner.cancel_local(job_id):
@@ -291,11 +296,11 @@ async def cancel_job(job_id: JobId) -> Response:
 async def delete_job(job_id: JobId) -> Response:
     try:
         jobs, _ = await _job(job_id)
+        await jobs.store.cancel(job_id, jobs.settings.ttl_s)
+        jobs.runner.cancel_local(job_id)
+        await jobs.store.delete(job_id)
     except GatewayError as exc:
         return _error(exc)
-    await jobs.store.cancel(job_id, jobs.settings.ttl_s)
-    jobs.runner.cancel_local(job_id)
-    await jobs.store.delete(job_id)
     await jobs.files.remove_all(job_id)
     logger.info("job %s: deleted", job_id)
     return Response(status_code=204)

@@ -56,19 +56,36 @@ def _whole(env: dict[str, str], name: str, default: int) -> int:
 def _path_of(url: str, scheme: str, name: str) -> Path:
     parsed = urlparse(url)
     if parsed.scheme != scheme or parsed.netloc or not parsed.path:
-        later = {"redis": "JOBS_STORE", "rediss": "JOBS_STORE", "s3": "RESULTS_STORE"}
-        if parsed.scheme in later:
+        if parsed.scheme == "s3":
             raise ValueError(
-                f"{name}={url}: {parsed.scheme}:// stores are not built yet; "
-                f"use {scheme}:///ABSOLUTE/PATH (one gateway replica)"
+                f"{name}={url}: s3:// stores are not built yet; use {scheme}:///ABSOLUTE/PATH "
+                "(for several gateway replicas: a directory on a volume they all mount)"
             )
         raise ValueError(f"{name} must be {scheme}:///ABSOLUTE/PATH, got {url!r}")
     return Path(parsed.path)
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _store(url: str) -> tuple[str, Path | None]:
+    """JOBS_STORE: (the URL, the SQLite file's path or None for Redis)."""
+    scheme = urlparse(url).scheme
+    if scheme in REDIS_SCHEMES:
+        if not urlparse(url).netloc and scheme != "unix":
+            raise ValueError(f"JOBS_STORE must be redis://HOST[:PORT][/DB], got {url!r}")
+        return url, None
+    if scheme != "sqlite":
+        raise ValueError(
+            f"JOBS_STORE must be sqlite:///ABSOLUTE/PATH (one gateway replica) or "
+            f"redis://HOST[:PORT][/DB] (Redis or Valkey, several replicas), got {url!r}"
+        )
+    return url, _path_of(url, "sqlite", "JOBS_STORE")
+
+
 @dataclass
 class JobSettings:
-    store_path: Path  # JOBS_STORE=sqlite:///PATH
+    store_path: Path | None  # JOBS_STORE=sqlite:///PATH; None for redis://
     files_dir: Path  # RESULTS_STORE=file:///DIR: uploads/ and results/
     ttl_s: float = DEFAULT_TTL_S
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -76,6 +93,11 @@ class JobSettings:
     concurrency: int = DEFAULT_CONCURRENCY
     lease_s: float = DEFAULT_LEASE_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    store_url: str = ""  # JOBS_STORE as given
+
+    def __post_init__(self) -> None:
+        if not self.store_url and self.store_path is not None:
+            self.store_url = f"sqlite://{self.store_path}"
 
     @property
     def tick_s(self) -> float:
@@ -88,8 +110,10 @@ class JobSettings:
         data = default_data_dir(env)
         store = env.get("JOBS_STORE", "").strip() or f"sqlite://{data / 'jobs.sqlite3'}"
         files = env.get("RESULTS_STORE", "").strip() or f"file://{data / 'files'}"
+        store_url, store_path = _store(store)
         return cls(
-            store_path=_path_of(store, "sqlite", "JOBS_STORE"),
+            store_path=store_path,
+            store_url=store_url,
             files_dir=_path_of(files, "file", "RESULTS_STORE"),
             ttl_s=_positive(env, "JOB_TTL_S", DEFAULT_TTL_S),
             timeout_s=_positive(env, "JOB_TIMEOUT_S", DEFAULT_TIMEOUT_S),

@@ -17,6 +17,10 @@ and runs each through the same operation code as the synchronous route (operatio
   died (lease lapsed) is queued again and run from the start (at least once), up to
   JOB_MAX_ATTEMPTS runs; a gateway that stops on purpose puts its jobs back at once.
 - Expiry: finished jobs past JOB_TTL_S are removed with their files.
+- A job store that does not answer (Redis down or unreachable: store.StoreUnavailable): running
+  jobs go on; their progress is written again once it answers, and their end is retried every
+  tick until it is written (or the lease lapsed meanwhile and another gateway took the job over:
+  then that run's result is dropped, at least once). Claims and renewals are retried each tick.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ..errors import GatewayError
 from .config import JobSettings
 from .files import RESULTS, UPLOADS, FileStore
 from .model import CANCELED, FAILED, SUCCEEDED, Job
-from .store import JobStore
+from .store import JobStore, StoreUnavailable
 from .tracker import SCALE, StepReports, Tracker
 
 logger = logging.getLogger("transformer.jobs")
@@ -73,7 +77,12 @@ class ProgressWriter:
         while True:
             await self._pending.wait()
             self._pending.clear()
-            await self.store.set_progress(self.job_id, self.owner, *self.latest)
+            try:
+                await self.store.set_progress(self.job_id, self.owner, *self.latest)
+            except StoreUnavailable as exc:  # the next report (or the end) writes it again
+                logger.warning("job %s: progress not written: %s", self.job_id, exc.detail)
+            except Exception:
+                logger.exception("job %s: writing its progress failed", self.job_id)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -116,7 +125,10 @@ class Runner:
             task.cancel()
         await asyncio.gather(*self._loops, *jobs.values(), return_exceptions=True)
         for job_id in jobs:  # those cancelled before they began (a no-op for the others)
-            await self.store.release(job_id, self.owner)
+            try:
+                await self.store.release(job_id, self.owner)
+            except StoreUnavailable as exc:  # its lease lapses: another gateway takes it over
+                logger.warning("job %s: not put back in the queue: %s", job_id, exc.detail)
 
     def wake(self) -> None:
         self._wake.set()
@@ -144,6 +156,9 @@ class Runner:
                     if job is None:
                         break
                     self.running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                    logger.info("job %s: running here (run %d)", job.id, job.attempts)
+            except StoreUnavailable as exc:
+                logger.warning("jobs: claiming a job failed; retrying: %s", exc.detail)
             except Exception:
                 logger.exception("jobs: claiming a job failed; retrying")
             # Woken by a submission or a finished job; polls for other processes' submissions.
@@ -155,6 +170,8 @@ class Runner:
             await asyncio.sleep(self.settings.tick_s)
             try:
                 await self._tick()
+            except StoreUnavailable as exc:
+                logger.warning("jobs: lease renewal or clean-up failed; retrying: %s", exc.detail)
             except Exception:
                 logger.exception("jobs: lease renewal or clean-up failed; retrying")
 
@@ -202,6 +219,8 @@ class Runner:
                     job.id, self.owner, CANCELED, self.settings.ttl_s,
                     progress=(job.done, job.total, "canceled"),
                 )  # fmt: skip
+        except StoreUnavailable as exc:
+            logger.warning("job %s: its end was not written: %s", job.id, exc.detail)
         except Exception:
             logger.exception("job %s: the runner failed", job.id)
         finally:
@@ -277,15 +296,21 @@ class Runner:
         finally:
             await writer.close()
         took = time.perf_counter() - started
-        finished = await self.store.finish(
-            job.id,
-            self.owner,
-            status,
-            self.settings.ttl_s,
-            progress=(tracker.done, SCALE, tracker.stage),
-            error=error,
-            result=result,
-        )
+        while True:
+            try:
+                finished = await self.store.finish(
+                    job.id,
+                    self.owner,
+                    status,
+                    self.settings.ttl_s,
+                    progress=(tracker.done, SCALE, tracker.stage),
+                    error=error,
+                    result=result,
+                )
+                break
+            except StoreUnavailable as exc:  # kept, and written once the store answers
+                logger.warning("job %s: its end is not written yet: %s", job.id, exc.detail)
+                await asyncio.sleep(self.settings.tick_s)
         if finished is None:  # canceled, deleted or taken over meanwhile: not ours to keep
             await self.files.remove(RESULTS, job.id)
             return

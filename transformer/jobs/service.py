@@ -18,7 +18,7 @@ from ..errors import GatewayError
 from .config import JobSettings
 from .files import FileStore
 from .runner import Runner
-from .store import JobStore, open_store
+from .store import JobStore, open_store, redacted
 
 logger = logging.getLogger("transformer.jobs")
 
@@ -56,8 +56,8 @@ async def start(gateway: Callable[[], Any], settings: JobSettings | None = None)
     await runner.start()
     _current = Jobs(settings, store, files, runner, asyncio.get_running_loop(), asyncio.Event())
     logger.info(
-        "jobs: store sqlite://%s, files file://%s, %d at a time",
-        settings.store_path, settings.files_dir, settings.concurrency,
+        "jobs: store %s, files file://%s, %d at a time",
+        redacted(settings.store_url), settings.files_dir, settings.concurrency,
     )  # fmt: skip
     return _current
 

@@ -1,10 +1,10 @@
 """Where jobs are kept: the interface the runner and the API use, and `open_store`.
 
-Small on purpose: a Redis implementation needs the same dozen operations (a hash per job, a
-sorted set for the queue, leases by expiry time, pub/sub for `wait`). Every state change goes
-through a conditional update (queued -> running by one claimer; running -> finished only by the
-runner that owns it), so two runners never both finish a job and a cancelled or deleted job is
-never brought back by a late runner.
+Small on purpose: sqlite.py (JOBS_STORE=sqlite:///PATH, one gateway replica) and
+redis_store.py (JOBS_STORE=redis://..., several replicas) implement the same dozen operations.
+Every state change goes through a conditional update (queued -> running by one claimer;
+running -> finished only by the runner that owns it), so two runners never both finish a job and
+a cancelled or deleted job is never brought back by a late runner.
 """
 
 from __future__ import annotations
@@ -13,9 +13,31 @@ import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from typing import Any
+from urllib.parse import urlparse, urlunparse
 
+from ..errors import GatewayError
 from .config import JobSettings
 from .model import Job
+
+STORE_RETRY_S = 5  # Retry-After while the job store does not answer
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    host = parsed.netloc.rsplit("@", 1)[1]
+    user = f"{parsed.username}:***@" if parsed.username else ":***@"
+    return urlunparse(parsed._replace(netloc=user + host))
+
+
+class StoreUnavailable(GatewayError):
+    """The job store does not answer (a Redis that is down or unreachable): 503 with
+    Retry-After. Nothing was changed that the caller must undo; retrying later is safe."""
+
+    def __init__(self, detail: str):
+        super().__init__(503, f"{detail}; retry later", {"Retry-After": str(STORE_RETRY_S)})
 
 
 class QueueFull(Exception):
@@ -127,6 +149,11 @@ class JobStore(ABC):
 
 
 def open_store(settings: JobSettings) -> JobStore:
-    from .sqlite import SqliteJobStore  # the one kind built so far (JOBS_STORE=sqlite:///...)
+    """The store JOBS_STORE names: sqlite:///PATH (one replica) or redis://... (several)."""
+    if settings.store_path is None:
+        from .redis_store import RedisJobStore
+
+        return RedisJobStore(settings.store_url)
+    from .sqlite import SqliteJobStore
 
     return SqliteJobStore(settings.store_path)
