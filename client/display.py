@@ -13,7 +13,7 @@ from .inputs import Job
 
 TICK_S = 0.25
 HEARTBEAT_S = 10.0
-BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {elapsed} {postfix}"
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {elapsed}{postfix}"  # postfix: ", stage"
 
 
 def _clock(seconds: float) -> str:
