@@ -1,7 +1,9 @@
 """photo-enhance <task> INPUT... [-o OUT] [options]   |   photo-enhance health
 
-Sends photos to the photo-enhance gateway, -j at a time, with a progress bar (tqdm) and one line
-per file. Exit status: 0 all done (or skipped), 1 some failed (listed at the end), 2 usage.
+Sends photos to the photo-enhance gateway as jobs, -j in flight, with a progress bar (tqdm), a bar
+per photo in flight (its job's stage) and one line per file. An interrupted run started again
+picks up its jobs (client/jobs.py); a gateway without jobs is used synchronously.
+Exit status: 0 all done (or skipped), 1 some failed (listed at the end), 2 usage, 130 interrupted.
 
 It fails fast on what retrying cannot fix. Before the first photo it asks /health once: a gateway
 that cannot be reached, a server that is not a photo-enhance gateway, or a task (or a pipeline
@@ -15,15 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import httpx
 from tqdm import tqdm
 
+from .display import Display
 from .inputs import DEFAULT_OUT, UsageError, find_inputs, plan
+from .jobs import Follow, Ledger, ledger_folder, not_ready
 from .params import TASK_HELP, TASK_PARAMS, TASKS, Param
-from .send import Outcome, Policy, detail_of, process
+from .send import Outcome, Policy, detail_of
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -143,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             default=2,
             metavar="N",
-            help="requests in parallel (default 2)",
+            help="photos in flight at once: jobs on the gateway (default 2)",
         )
         cmd.add_argument("--overwrite", action="store_true", help="replace existing results")
         cmd.add_argument(
@@ -274,28 +279,49 @@ def run_task(task: str, args: argparse.Namespace) -> int:
                disable=None, dynamic_ncols=True)  # fmt: skip
     for outcome in skipped:
         bar.write(f"skip   {outcome.job.source}: {outcome.message}", file=sys.stderr)
+    ledger = Ledger(ledger_folder(jobs))
     try:
-        outcomes = _send_all(task, todo, args, server, bar)
+        outcomes = _send_all(task, todo, args, server, bar, ledger)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        bar.close()
+        left = len(ledger.entries)
+        where = f"; their ids are in {ledger.path}" if left else ""
+        print(f"interrupted: {left} job(s) go on on the gateway{where}. "
+              "Run the same command again to pick them up.", file=sys.stderr)  # fmt: skip
         return 130
     finally:
         bar.close()
     return _summary(skipped + outcomes, time.monotonic() - start)
 
 
-def _send_all(task: str, jobs: list, args: argparse.Namespace, server: str, bar) -> list[Outcome]:
-    """Every job through `send.process`, `-j` at a time, one line per outcome."""
+def _send_all(
+    task: str, jobs: list, args: argparse.Namespace, server: str, bar, ledger: Ledger
+) -> list[Outcome]:
+    """Every photo as a job (jobs.Follow), `-j` in flight, one line per outcome."""
     params = _query(task, args)
     policy = Policy(retries=args.retries, max_wait_s=args.max_wait)
     say = lambda line: bar.write(line, file=sys.stderr)  # noqa: E731
     outcomes = []
     timeout = httpx.Timeout(args.timeout, connect=10.0)
     limits = httpx.Limits(max_connections=args.jobs)
+    stop = threading.Event()
+    display = Display(bar, say, bars=not bar.disable)
     with httpx.Client(base_url=server, timeout=timeout, limits=limits) as client:
+        missing = not_ready(client, task, params)
+        if missing:
+            say(f"note   not ready: {', '.join(missing)}; sending synchronously (no jobs)")
+        follow = Follow(client, f"/{task}", params, policy, ledger, stop, say, display.show,
+                        use_jobs=not missing)  # fmt: skip
+
+        def one(job):
+            display.begin(job)
+            try:
+                return follow(job)
+            finally:
+                display.end(job)
+
         pool = ThreadPoolExecutor(max_workers=args.jobs)
-        futures = [pool.submit(process, client, f"/{task}", params, job, policy, say)
-                   for job in jobs]  # fmt: skip
+        futures = [pool.submit(one, job) for job in jobs]
         try:
             for future in as_completed(futures):
                 outcome = future.result()
@@ -314,8 +340,10 @@ def _send_all(task: str, jobs: list, args: argparse.Namespace, server: str, bar)
                 bar.update(1)
         finally:
             # On an early exit (Ctrl-C, refused options, Stop) nothing more is sent: the queued
-            # work is dropped and closing the client ends the requests under way.
+            # work is dropped; jobs under way go on on the gateway, their ids kept in the ledger.
+            stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            display.close()
     pool.shutdown(wait=True)
     return outcomes
 

@@ -109,6 +109,34 @@ def process(
     policy: Policy,
     say: Callable[[str], None],
 ) -> Outcome:
+    """The synchronous request: the answer is the image."""
+    start = time.monotonic()
+    reply = post(client, route, params, job, policy, say)
+    if isinstance(reply, Outcome):
+        return reply
+    return write_result(job, reply.content, start)
+
+
+def write_result(job: Job, data: bytes, start: float) -> Outcome:
+    assert job.target is not None
+    try:
+        write_atomically(job.target, data)
+    except OSError as exc:
+        return Outcome(job, "failed", f"cannot write {job.target}: {exc}")
+    return Outcome(job, "done", str(job.target), time.monotonic() - start)
+
+
+def post(
+    client: httpx.Client,
+    route: str,
+    params: dict[str, str],
+    job: Job,
+    policy: Policy,
+    say: Callable[[str], None],
+    headers: dict[str, str] | None = None,
+) -> httpx.Response | Outcome:
+    """The photo POSTed to `route`, retried as the module says: the 200 or 202 answer, or the
+    failed Outcome."""
     start = time.monotonic()
     assert job.target is not None
     try:
@@ -122,7 +150,10 @@ def process(
         wait = reply = None
         try:
             reply = client.post(
-                route, params=params, files={"file": (job.source.name, data, media)}
+                route,
+                params=params,
+                files={"file": (job.source.name, data, media)},
+                headers=headers,
             )
         except RETRIED_ERRORS as exc:
             problem = f"cannot reach the gateway ({type(exc).__name__}: {exc})"
@@ -132,12 +163,8 @@ def process(
         except httpx.HTTPError as exc:  # e.g. the client was closed on Ctrl-C
             return Outcome(job, "failed", f"{type(exc).__name__}: {exc}")
         else:
-            if reply.status_code == 200:
-                try:
-                    write_atomically(job.target, reply.content)
-                except OSError as exc:
-                    return Outcome(job, "failed", f"cannot write {job.target}: {exc}")
-                return Outcome(job, "done", str(job.target), time.monotonic() - start)
+            if reply.status_code in (200, 202):
+                return reply
             status = reply.status_code
             problem = f"HTTP {status}: {detail_of(reply)}"
             if status in WAIT_FOR_RETRY_AFTER and (status == 429 or "retry-after" in reply.headers):

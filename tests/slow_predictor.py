@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.servers import start_script_server
+from tests.servers import ROOT, start_script_server
 
 SLOW_PREDICTOR = """
 import asyncio, sys
@@ -48,3 +48,49 @@ ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2])).start(
 def start_slow_predictor(log_path: Path) -> tuple[subprocess.Popen, str]:
     """The server, ready; returns the process and its gRPC address."""
     return start_script_server(SLOW_PREDICTOR, [], log_path)
+
+
+# The same, served by the predictors' own gRPC server (predictors/v2grpc.py), which also answers
+# ModelStreamInfer: the `tile_size` ms are slept in TILES equal tiles, each reported as the real
+# tiler reports its tiles ("upscale: tile 3 of 10"), so a job's progress moves within a call.
+TILED_SLOW_PREDICTOR = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from kserve import Model
+from kserve.protocol.infer_type import InferOutput, InferResponse
+from predictors import progress
+from predictors.v2grpc import PredictorServer
+
+TILES = int(sys.argv[2])
+
+class Slow(Model):
+    def __init__(self, name):
+        super().__init__(name)
+        self.ready = True
+
+    async def predict(self, payload, headers=None):
+        tile = payload.parameters.get("tile_size", 0)
+        tile = getattr(tile, "int64_param", tile)
+        image = payload.inputs[0].as_numpy()
+        print("start", payload.id, flush=True)
+        try:
+            for done in range(1, TILES + 1):
+                await asyncio.sleep(int(tile) / 1000 / TILES)
+                progress.tiles(done, TILES)
+        except asyncio.CancelledError:
+            print("cancelled", payload.id, flush=True)
+            raise
+        print("done", payload.id, flush=True)
+        out = InferOutput("image", list(image.shape), "UINT8")
+        out.set_data_from_numpy(image, binary_data=True)
+        return InferResponse(payload.id, self.name, [out], use_binary_outputs=True)
+
+PredictorServer(
+    bind_address="127.0.0.1", http_port=int(sys.argv[3]), grpc_port=int(sys.argv[4])
+).start([Slow("upscale"), Slow("restore")])
+"""
+
+
+def start_tiled_slow_predictor(log_path: Path, tiles: int = 10) -> tuple[subprocess.Popen, str]:
+    """The tiled server, ready; returns the process and its gRPC address."""
+    return start_script_server(TILED_SLOW_PREDICTOR, [str(ROOT), str(tiles)], log_path)

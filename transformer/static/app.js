@@ -24,6 +24,10 @@ const state = {
   controller: null,
   ticker: null,
   countdown: null,
+  since: 0, // performance.now() when the run (its job) began
+  job: null, // the job followed
+  events: null, // its EventSource
+  steps: [], // the pipeline's step names seen so far
 };
 
 function el(tag, attrs = {}, text) {
@@ -345,20 +349,141 @@ function renderTaskNote() {
 }
 
 // ---- running --------------------------------------------------------------------------------
+// A run is a job (CONTRACT section 6): `Prefer: respond-async` answers 202 with the job, whose
+// server-sent events carry its progress; the result comes from /result. The job's id is kept
+// in the URL (?job=ID), so a reload or a tab opened again follows the same job. A gateway that
+// answers the image at once (no jobs) is shown as before. A task whose model /health reports
+// as not ready is sent without jobs: its 503 and Retry-After are shown at once.
 
-function busy(on) {
+const JOB_PARAM = "job";
+const STEP_RE = /\(step (\d+) of (\d+)\)/;
+
+function jobURL(id, tail = "") {
+  return `v1/jobs/${encodeURIComponent(id)}${tail}`;
+}
+
+function busy(on, since = performance.now()) {
   $("run").disabled = on;
   $("cancel").hidden = !on;
+  $("cancel").disabled = false;
   $("progress-box").hidden = !on;
   if (state.ticker) clearInterval(state.ticker);
   state.ticker = null;
   if (on) {
-    const start = performance.now();
-    const tick = () => {
-      $("elapsed").textContent = `${((performance.now() - start) / 1000).toFixed(1)} s`;
-    };
+    state.since = since;
+    resetProgress();
     tick();
     state.ticker = setInterval(tick, 100);
+  }
+}
+
+function seconds(s) {
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  return `${m} min ${String(Math.floor(s % 60)).padStart(2, "0")} s`;
+}
+
+function tick() {
+  $("elapsed").textContent = seconds(Math.max(0, (performance.now() - state.since) / 1000));
+}
+
+function resetProgress() {
+  const bar = $("progress");
+  bar.removeAttribute("value"); // indeterminate until the first progress
+  $("percent").textContent = "";
+  $("stage").textContent = "Sending the photo…";
+  $("eta").textContent = "";
+  $("steps").replaceChildren();
+  $("steps").hidden = true;
+  state.steps = [];
+}
+
+// performance.now() of a server time (RFC 3339), so elapsed counts from the job's creation.
+function since(iso) {
+  const at = Date.parse(iso || "");
+  if (!Number.isFinite(at)) return performance.now();
+  return performance.now() - Math.max(0, Date.now() - at);
+}
+
+function showProgress(job) {
+  const { done, total, stage } = job.progress || { done: 0, total: 1, stage: "" };
+  const bar = $("progress");
+  if (job.status === "queued") {
+    bar.removeAttribute("value");
+    $("percent").textContent = "";
+    $("stage").textContent = "Waiting for its turn (queued)…";
+    return;
+  }
+  const pct = total > 0 ? Math.min(100, (100 * done) / total) : 0;
+  bar.value = pct;
+  $("percent").textContent = `${Math.floor(pct)}%`;
+  $("stage").textContent = stage || job.status;
+  // ETA from the rate so far, measured from the job's start on the server.
+  const started = Date.parse(job.started_at || "");
+  const ran = (Date.now() - started) / 1000;
+  if (done > 0 && done < total && Number.isFinite(started) && ran > 0) {
+    $("eta").textContent = `· about ${seconds((ran * (total - done)) / done)} left`;
+  } else {
+    $("eta").textContent = "";
+  }
+  showSteps(stage || "");
+}
+
+// "restore: tile 3 of 10 (step 1 of 2)": the pipeline's steps, those seen so far named.
+function showSteps(stage) {
+  const match = STEP_RE.exec(stage);
+  if (!match) return;
+  const k = Number(match[1]);
+  const n = Number(match[2]);
+  state.steps[k - 1] = stage.split(":")[0].trim();
+  const list = $("steps");
+  list.replaceChildren();
+  for (let i = 0; i < n; i++) {
+    const finished = i < k - 1 || (i === k - 1 && /: done\b/.test(stage));
+    const now = i === k - 1 && !finished;
+    const item = el("li", { class: finished ? "step-done" : now ? "step-now" : "step-next" });
+    item.textContent = `${state.steps[i] || "…"}${finished ? " ✓" : now ? " (running)" : ""}`;
+    if (now) item.setAttribute("aria-current", "step");
+    list.append(item);
+  }
+  list.hidden = false;
+}
+
+function markStale(text) {
+  if ($("result").hidden) return;
+  $("result").classList.add("stale");
+  $("stale").textContent = text;
+  $("stale").hidden = false;
+}
+
+function setJobInURL(id) {
+  const url = new URL(window.location.href);
+  if (id) url.searchParams.set(JOB_PARAM, id);
+  else url.searchParams.delete(JOB_PARAM);
+  history.replaceState(null, "", url);
+}
+
+function remember(id, meta) {
+  try {
+    localStorage.setItem(`photo-enhance-job-${id}`, JSON.stringify(meta));
+  } catch {
+    // private mode: the download name falls back to the job's task
+  }
+}
+
+function recall(id) {
+  try {
+    return JSON.parse(localStorage.getItem(`photo-enhance-job-${id}`) || "null");
+  } catch {
+    return null;
+  }
+}
+
+function forget(id) {
+  try {
+    localStorage.removeItem(`photo-enhance-job-${id}`);
+  } catch {
+    // nothing kept
   }
 }
 
@@ -376,36 +501,164 @@ async function run(event) {
   body.append("file", state.file, state.file.name || "photo.png");
   state.controller = new AbortController();
   const start = performance.now();
-  busy(true);
+  markStale("Previous result: a new run has started.");
+  busy(true, start);
   $("cancel").focus();
+  const headers = notReady(task).length ? {} : { Prefer: "respond-async" };
+  let following = false;
   try {
     const res = await fetch(`${task}?${search}`, {
       method: "POST",
       body,
+      headers,
       signal: state.controller.signal,
     });
-    if (!res.ok) {
-      await showFailure(res);
+    if (res.status === 202) {
+      const job = await res.json();
+      remember(job.id, { task, search: search.toString(), name: state.file.name || "" });
+      following = true;
+      follow(job);
       return;
     }
-    const blob = await res.blob();
+    if (!res.ok) {
+      await showFailure(res);
+      markStale("Previous result: the last run failed.");
+      return;
+    }
+    const blob = await res.blob(); // a gateway without jobs answers the image itself
     showResult(blob, res.headers, task, search, (performance.now() - start) / 1000);
   } catch (err) {
     if (err.name === "AbortError") {
       showMessage("info", "Cancelled. The request was aborted.");
     } else {
       showMessage("error", `Could not reach the gateway (${err.message}). Check that it runs, then try again.`);
+      markStale("Previous result: the last run failed.");
     }
   } finally {
     state.controller = null;
-    const hadFocus = document.activeElement === $("cancel");
-    busy(false);
-    if (hadFocus || document.activeElement === document.body) $("run").focus();
+    if (!following) idle();
   }
 }
 
-function cancel() {
-  if (state.controller) state.controller.abort();
+function idle() {
+  const hadFocus = document.activeElement === $("cancel");
+  busy(false);
+  if (hadFocus || document.activeElement === document.body) $("run").focus();
+}
+
+// Follow a job's events until it ends. EventSource reconnects by itself after a dropped
+// connection, sending the last event's id (Last-Event-ID).
+function follow(job) {
+  stopFollowing();
+  state.job = job;
+  setJobInURL(job.id);
+  if ($("progress-box").hidden) busy(true, since(job.created_at));
+  showProgress(job);
+  if (job.status !== "queued" && job.status !== "running") {
+    finish(job);
+    return;
+  }
+  const events = new EventSource(jobURL(job.id, "/events"));
+  state.events = events;
+  const onEvent = (message) => {
+    const current = JSON.parse(message.data);
+    if (state.job?.id !== current.id) return;
+    state.job = current;
+    showProgress(current);
+    if (message.type === "done") finish(current);
+  };
+  events.addEventListener("progress", onEvent);
+  events.addEventListener("done", onEvent);
+  events.onerror = () => {
+    if (events.readyState === EventSource.CLOSED) {
+      // The stream ended without its done event (e.g. the job was deleted): read the job.
+      stopFollowing();
+      resume(job.id);
+    }
+  };
+}
+
+function stopFollowing() {
+  if (state.events) state.events.close();
+  state.events = null;
+}
+
+async function finish(job) {
+  stopFollowing();
+  state.job = null;
+  const meta = recall(job.id) || {};
+  if (job.status === "succeeded") {
+    try {
+      const res = await fetch(jobURL(job.id, "/result"));
+      if (!res.ok) {
+        await showFailure(res);
+        markStale("Previous result: the last run failed.");
+      } else {
+        const blob = await res.blob();
+        const search = new URLSearchParams(meta.search || "");
+        const took = (Date.parse(job.finished_at) - Date.parse(job.created_at)) / 1000;
+        showResult(blob, res.headers, meta.task || job.task, search, took, meta.name);
+      }
+    } catch (err) {
+      showMessage("error", `Could not read the result (${err.message}). Reload the page to try again.`);
+      idle();
+      return;
+    }
+  } else if (job.status === "canceled") {
+    showMessage("info", "Cancelled. The job was stopped on the server.");
+  } else {
+    const error = job.error || {};
+    showMessage("error", `${detailText(error.detail) || "The job failed."} (HTTP ${error.status ?? "?"})`);
+    markStale("Previous result: the last run failed.");
+  }
+  forget(job.id);
+  setJobInURL(null);
+  idle();
+}
+
+// The job in the URL, after a reload or in a tab opened again.
+async function resume(id) {
+  busy(true);
+  $("stage").textContent = "Reading the job…";
+  let res;
+  try {
+    res = await fetch(jobURL(id));
+  } catch (err) {
+    showMessage("error", `Could not reach the gateway (${err.message}). Reload the page to try again.`);
+    idle();
+    return;
+  }
+  if (!res.ok) {
+    showMessage("info", `The job ${id} is no longer on the server (finished long ago, or deleted).`);
+    forget(id);
+    setJobInURL(null);
+    idle();
+    return;
+  }
+  follow(await res.json());
+}
+
+async function cancel() {
+  if (state.controller) {
+    state.controller.abort(); // still uploading: no job yet
+    return;
+  }
+  const job = state.job;
+  if (!job) return;
+  $("cancel").disabled = true;
+  $("stage").textContent = "Cancelling…";
+  try {
+    const res = await fetch(jobURL(job.id, "/cancel"), { method: "POST" });
+    if (res.ok) {
+      const current = await res.json();
+      if (current.status !== "queued" && current.status !== "running") finish(current);
+    } else {
+      $("cancel").disabled = false;
+    }
+  } catch (err) {
+    $("cancel").disabled = false;
+    showMessage("error", `Could not cancel (${err.message}); the job may still run.`);
+  }
 }
 
 async function showFailure(res) {
@@ -484,8 +737,8 @@ function showRetry(text, seconds) {
 
 // ---- result ---------------------------------------------------------------------------------
 
-function downloadName(task, search, type) {
-  const stem = (state.file.name || "photo").replace(/\.[^.]*$/, "").replace(/[^\w.-]+/g, "_") || "photo";
+function downloadName(task, search, type, fileName) {
+  const stem = (fileName || "photo").replace(/\.[^.]*$/, "").replace(/[^\w.-]+/g, "_") || "photo";
   const format = search.get(FORMAT) || (type.split("/")[1] ?? "png");
   const ext = format === "jpeg" ? "jpg" : format;
   const scale = task === "upscale" && search.get("scale") ? `_x${search.get("scale")}` : "";
@@ -504,7 +757,7 @@ function serverTiming(value) {
     .join(", ");
 }
 
-function showResult(blob, headers, task, search, seconds) {
+function showResult(blob, headers, task, search, seconds, fileName = state.file?.name) {
   if (state.resultURL) URL.revokeObjectURL(state.resultURL);
   state.resultURL = URL.createObjectURL(blob);
   const after = $("after");
@@ -518,8 +771,14 @@ function showResult(blob, headers, task, search, seconds) {
     fact("Size", `${after.naturalWidth}×${after.naturalHeight} px, ${formatBytes(blob.size)}`);
   };
   after.src = state.resultURL;
-  $("before").src = state.fileURL;
-  const name = downloadName(task, search, blob.type);
+  // After a reload the original is not in this page: the result alone, no before/after split.
+  const original = Boolean(state.fileURL);
+  $("compare").classList.toggle("single", !original);
+  if (original) $("before").src = state.fileURL;
+  else $("before").removeAttribute("src");
+  $("result").classList.remove("stale");
+  $("stale").hidden = true;
+  const name = downloadName(task, search, blob.type, fileName);
   const link = $("download");
   link.href = state.resultURL;
   link.download = name;
@@ -561,5 +820,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("after").addEventListener("load", setZoom);
   loadApi();
   refreshHealth();
+  const id = new URLSearchParams(window.location.search).get(JOB_PARAM);
+  if (id) resume(id);
   setInterval(refreshHealth, 30000);
 });
