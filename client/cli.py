@@ -338,6 +338,10 @@ def _send_all(
                     line = f"FAILED {outcome.job.source}: {outcome.message}"
                 bar.write(line, file=sys.stdout)
                 bar.update(1)
+        except (UsageError, Stop):
+            stop.set()
+            ledger.forget_unsent()
+            raise
         finally:
             # On an early exit (Ctrl-C, refused options, Stop) nothing more is sent: the queued
             # work is dropped; jobs under way go on on the gateway, their ids kept in the ledger.

@@ -15,6 +15,7 @@ before, instead of jobs that would wait for the model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -53,6 +54,7 @@ class Ledger:
 
     def __init__(self, folder: Path):
         self.path = folder / LEDGER
+        self._made_folder = False  # removed again when the ledger empties and it holds nothing
         self._lock = threading.Lock()
         try:
             self.entries: dict[str, dict] = json.loads(self.path.read_text()).get("jobs", {})
@@ -78,11 +80,23 @@ class Ledger:
             if self.entries.pop(str(job.target), None) is not None:
                 self._save()
 
+    def forget_unsent(self) -> None:
+        """Drop the entries that never got a job id: after the gateway refused the options, no
+        job was made from their keys."""
+        with self._lock:
+            self.entries = {k: e for k, e in self.entries.items() if e.get("id")}
+            self._save()
+
     def _save(self) -> None:
         if not self.entries:
             self.path.unlink(missing_ok=True)
+            if self._made_folder:
+                with contextlib.suppress(OSError):  # not empty: results were written there
+                    self.path.parent.rmdir()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True)
+            self._made_folder = True
         fd, part = tempfile.mkstemp(prefix=f"{LEDGER}.", dir=self.path.parent)
         with os.fdopen(fd, "w") as out:
             json.dump({"jobs": self.entries}, out, indent=1)
@@ -133,6 +147,8 @@ class Follow:
             self.say(f"gone   {job.source}: job {entry['id']} is no longer on the server")
             entry = None
         if entry is None:
+            if self.stop.is_set():
+                raise Stopped()
             entry = {
                 "key": uuid.uuid4().hex,
                 "source": str(job.source),
