@@ -96,6 +96,16 @@ class JobStore(ABC):
         """Finished jobs past their expiry."""
 
     @abstractmethod
+    async def claim_webhook(self, now: float, hold_s: float) -> tuple[Job | None, float | None]:
+        """The finished job whose pending webhook delivery is due first, held for hold_s (not
+        claimed again meanwhile) with its attempt counted: (job, None). When none is due:
+        (None, when the next pending one is due, or None)."""
+
+    @abstractmethod
+    async def set_webhook(self, job_id: str, state: str, next_at: float | None) -> None:
+        """After an attempt: pending again at next_at, delivered, or failed (given up)."""
+
+    @abstractmethod
     async def delete(self, job_id: str) -> bool: ...
 
     @abstractmethod
