@@ -16,6 +16,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 
 _declared: dict[int, tuple[str, ...]] = {}  # id(route) -> its query parameter names
+# Read from the query by the jobs (jobs/api.py) rather than declared: with `Prefer:
+# respond-async` a job's URL to call when it ends; without it, the jobs answer 422 saying so.
+JOB_PARAMETERS = ("webhook",)
 
 
 def _query_names(dependant: Dependant) -> list[str]:
@@ -38,6 +41,8 @@ async def no_unknown_parameters(request: Request) -> None:
     if route is None or not hasattr(route, "dependant"):
         return
     known = declared(route)
+    if request.method == "POST":  # an image route: it can become a job
+        known += JOB_PARAMETERS
     unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in known]
     if not unknown:
         return

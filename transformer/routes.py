@@ -136,6 +136,12 @@ async def _answer(request: Request, op: operations.Operation) -> Response:
     request_budget = budget.Budget.starting_now(settings.predictor_timeout_s)
     budget.current.set(request_budget)
     try:
+        if "webhook" in request.query_params:
+            raise GatewayError(
+                422,
+                "webhook is for jobs only: send the header Prefer: respond-async with it "
+                "(the job's JSON is POSTed to the webhook when it ends)",
+            )
         data = await read_upload(request, settings.max_upload_bytes, state.pace)
         decoded = await operations.decode(settings, op, data)
         request_budget.check("before its work started")
@@ -292,7 +298,8 @@ def _install() -> None:
         "Colorize, restore, face-restore and upscale photos. Upload the image as multipart "
         "field `file` (or a raw image/* body); the answer is the encoded image. With the "
         "header `Prefer: respond-async` the request becomes a job: 202 with `Location: "
-        "/v1/jobs/{id}` (status, progress, events, result, cancel; `Idempotency-Key` honoured)."
+        "/v1/jobs/{id}` (status, progress, events, result, cancel; `Idempotency-Key` honoured; "
+        "`?webhook=URL` POSTs the job, signed as Standard Webhooks do, when it ends)."
     )
     app.include_router(router, tags=["photo-enhance"])
     app.include_router(router, prefix="/v1", tags=["photo-enhance (v1 aliases)"])

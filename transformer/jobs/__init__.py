@@ -10,6 +10,8 @@
 - runner.py: pulls queued jobs from the store and runs them, a bounded number at a time, through
   the same operations as the synchronous routes (operations.py), with leases so that a job whose
   gateway died is run again (at least once).
+- webhooks.py: `?webhook=URL`: the job JSON POSTed when it ends, signed as Standard Webhooks do,
+  retried, and only where the SSRF rules allow (checked at submission and before each attempt).
 - tracker.py: a job's progress {done, total, stage} from its steps and its predictor calls.
 - service.py: starts and stops all of it with the gateway (the app's lifespan).
 """

@@ -26,6 +26,7 @@ from . import service
 from .files import RESULTS, UPLOADS
 from .model import FAILED, PREFIX, QUEUED, RUNNING, SUCCEEDED, Job
 from .store import QueueFull, StoreUnavailable
+from .webhooks import Refused, redacted
 
 logger = logging.getLogger("transformer.jobs")
 
@@ -68,6 +69,22 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
+async def _webhook(request: Request, jobs: service.Jobs) -> str | None:
+    """The `webhook` query parameter, checked (SSRF rules, webhooks.py): 422 saying why not."""
+    urls = request.query_params.getlist("webhook")
+    if not urls:
+        return None
+    if len(urls) > 1:
+        raise GatewayError(422, "webhook: give one URL, not several")
+    if not jobs.store.SUPPORTS_WEBHOOKS:
+        raise GatewayError(422, "webhook: not available with this gateway's job store (Redis)")
+    try:
+        await jobs.webhooks.check(urls[0])
+    except Refused as exc:
+        raise GatewayError(422, f"webhook {redacted(urls[0])} is refused: {exc}") from None
+    return urls[0]
+
+
 def _same_job(job: Job, op: operations.Operation) -> Job:
     if job.task != op.route:
         raise GatewayError(
@@ -95,6 +112,7 @@ async def submit(request: Request, op: operations.Operation, state: Any) -> Resp
     try:
         jobs = service.current()
         key = _idempotency_key(request)
+        webhook = await _webhook(request, jobs)
         if key is not None and (existing := await jobs.store.by_key(key)) is not None:
             status = 202
             return _accepted(_same_job(existing, op))
@@ -107,7 +125,7 @@ async def submit(request: Request, op: operations.Operation, state: Any) -> Resp
         for task in op.steps(decoded.rgb):
             state.predictors.client(task)  # 503 for a task this gateway does not serve
         del decoded
-        job = Job.new(op.route, op.params(), key)
+        job = Job.new(op.route, op.params(), key, webhook)
         await jobs.files.put(UPLOADS, job.id, data)
         del data
         try:
@@ -283,6 +301,7 @@ async def cancel_job(job_id: JobId) -> Response:
         return _error(GatewayError(404, f"no job {job_id}: unknown, expired or deleted"))
     if jobs.runner.cancel_local(job_id):
         logger.info("job %s: canceled while running", job_id)
+    jobs.webhooks.wake()
     return _job_response(job)
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from .webhooks import parse_allowed
 
 DEFAULT_TTL_S = 86_400.0  # a finished job and its result are kept a day
 DEFAULT_TIMEOUT_S = 3_600.0  # a job's own budget, independent of PREDICTOR_TIMEOUT_S
@@ -17,6 +21,9 @@ DEFAULT_CONCURRENCY = 4
 # (killed, lost) is run again once it lapses.
 DEFAULT_LEASE_S = 10.0
 DEFAULT_MAX_ATTEMPTS = 3  # runs of one job cut short by a dying gateway before it fails
+# Webhook retries: the delays after each failed attempt (five attempts over about a minute).
+DEFAULT_WEBHOOK_BACKOFF_S = (2.0, 5.0, 15.0, 40.0)
+MIN_SECRET_BYTES = 24  # Standard Webhooks: secrets of 24 to 64 random bytes
 
 
 def default_data_dir(env: dict[str, str]) -> Path:
@@ -83,6 +90,38 @@ def _store(url: str) -> tuple[str, Path | None]:
     return url, _path_of(url, "sqlite", "JOBS_STORE")
 
 
+def _secret(env: dict[str, str]) -> str | None:
+    """WEBHOOK_SECRET: `whsec_` and the base64 of at least 24 random bytes; None when unset."""
+    raw = env.get("WEBHOOK_SECRET", "").strip()
+    if not raw:
+        return None
+    hint = "make one with: echo whsec_$(head -c 32 /dev/urandom | base64)"
+    if not raw.startswith("whsec_"):
+        raise ValueError(f"WEBHOOK_SECRET must be whsec_<base64> (Standard Webhooks); {hint}")
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"WEBHOOK_SECRET: what follows whsec_ is not base64; {hint}") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"WEBHOOK_SECRET: at least {MIN_SECRET_BYTES} bytes, got {len(key)}; {hint}"
+        )
+    return raw
+
+
+def _delays(env: dict[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if not 1 <= len(delays) <= 20 or not all(0 < d <= 3600 for d in delays):
+        raise ValueError(f"{name}: 1 to 20 delays, each > 0 and <= 3600 s, got {raw!r}")
+    return delays
+
+
 @dataclass
 class JobSettings:
     store_path: Path | None  # JOBS_STORE=sqlite:///PATH; None for redis://
@@ -94,6 +133,9 @@ class JobSettings:
     lease_s: float = DEFAULT_LEASE_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     store_url: str = ""  # JOBS_STORE as given
+    webhook_secret: str | None = None  # WEBHOOK_SECRET; webhooks are refused without it
+    webhook_allowed_hosts: frozenset = frozenset()  # WEBHOOK_ALLOWED_HOSTS: {(host, port|None)}
+    webhook_backoff_s: tuple[float, ...] = DEFAULT_WEBHOOK_BACKOFF_S
 
     def __post_init__(self) -> None:
         if not self.store_url and self.store_path is not None:
@@ -121,4 +163,7 @@ class JobSettings:
             concurrency=_whole(env, "JOBS_CONCURRENCY", DEFAULT_CONCURRENCY),
             lease_s=_positive(env, "JOB_LEASE_S", DEFAULT_LEASE_S),
             max_attempts=_whole(env, "JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+            webhook_secret=_secret(env),
+            webhook_allowed_hosts=parse_allowed(env.get("WEBHOOK_ALLOWED_HOSTS", "")),
+            webhook_backoff_s=_delays(env, "WEBHOOK_BACKOFF_S", DEFAULT_WEBHOOK_BACKOFF_S),
         )

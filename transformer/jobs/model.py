@@ -18,6 +18,8 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 FINISHED = frozenset((SUCCEEDED, FAILED, CANCELED))
 PREFIX = "/v1/jobs"
+# A job's webhook delivery (webhooks.py): pending from the update that ends the job.
+WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = "pending", "delivered", "failed"
 
 
 def rfc3339(at: float | None) -> str | None:
@@ -46,10 +48,20 @@ class Job:
     expires_at: float | None = None  # finished_at + JOB_TTL_S
     idempotency_key: str | None = None
     result: dict[str, Any] | None = None  # {media_type, headers} of the stored answer
+    webhook: str | None = None  # URL to POST the job to when it ends (webhooks.py)
+    webhook_state: str | None = None  # pending (set as it ends), delivered, failed
+    webhook_attempts: int = 0
+    webhook_next_at: float | None = None  # when a pending delivery is due
 
     @classmethod
-    def new(cls, task: str, params: dict[str, Any], idempotency_key: str | None = None) -> Job:
-        return cls(uuid.uuid4().hex, task, params, idempotency_key=idempotency_key)
+    def new(
+        cls,
+        task: str,
+        params: dict[str, Any],
+        idempotency_key: str | None = None,
+        webhook: str | None = None,
+    ) -> Job:
+        return cls(uuid.uuid4().hex, task, params, idempotency_key=idempotency_key, webhook=webhook)
 
     @property
     def finished(self) -> bool:

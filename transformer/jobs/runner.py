@@ -104,6 +104,7 @@ class Runner:
         self.stopping = False
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task] = []
+        self.on_finish: Callable[[], None] = lambda: None  # a job ended (its webhook is due)
 
     # --- life ---------------------------------------------------------------------------------
 
@@ -197,6 +198,8 @@ class Runner:
         for job_id in failed:
             logger.error("job %s: its gateway stopped too often while running it; failed", job_id)
             await self.files.remove(UPLOADS, job_id)
+        if failed:
+            self.on_finish()
         if requeued:
             self.wake()
 
@@ -226,6 +229,7 @@ class Runner:
         finally:
             self.running.pop(job.id, None)
             self.wake()
+            self.on_finish()
 
     async def _operate(
         self, op: operations.Operation, predictors, rgb, tracker: Tracker, job_budget

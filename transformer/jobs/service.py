@@ -19,6 +19,7 @@ from .config import JobSettings
 from .files import FileStore
 from .runner import Runner
 from .store import JobStore, open_store, redacted
+from .webhooks import Deliverer
 
 logger = logging.getLogger("transformer.jobs")
 
@@ -29,6 +30,7 @@ class Jobs:
     store: JobStore
     files: FileStore
     runner: Runner
+    webhooks: Deliverer
     loop: asyncio.AbstractEventLoop
     draining: asyncio.Event  # set when the gateway stops: event streams end (clients resume)
 
@@ -53,8 +55,12 @@ async def start(gateway: Callable[[], Any], settings: JobSettings | None = None)
     files = FileStore(settings.files_dir)
     await files.open()
     runner = Runner(settings, store, files, gateway)
+    webhooks = Deliverer(settings, store)
+    runner.on_finish = webhooks.wake
     await runner.start()
-    _current = Jobs(settings, store, files, runner, asyncio.get_running_loop(), asyncio.Event())
+    await webhooks.start()
+    loop = asyncio.get_running_loop()
+    _current = Jobs(settings, store, files, runner, webhooks, loop, asyncio.Event())
     logger.info(
         "jobs: store %s, files file://%s, %d at a time",
         redacted(settings.store_url), settings.files_dir, settings.concurrency,
@@ -68,6 +74,7 @@ async def stop() -> None:
     if jobs is not None:
         jobs.draining.set()
         await jobs.runner.stop()
+        await jobs.webhooks.stop()
         await jobs.store.close()
 
 

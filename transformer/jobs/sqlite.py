@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .model import CANCELED, FAILED, FINISHED, QUEUED, RUNNING, Job
+from .model import CANCELED, FAILED, FINISHED, QUEUED, RUNNING, WEBHOOK_PENDING, Job
 from .store import JobStore, QueueFull
 
 T = TypeVar("T")
@@ -44,17 +44,34 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT UNIQUE,
     result TEXT
 );
+"""
+# Columns added since the first schema: added to an existing file when it is opened.
+ADDED = {
+    "webhook": "TEXT",
+    "webhook_state": "TEXT",
+    "webhook_attempts": "INTEGER NOT NULL DEFAULT 0",
+    "webhook_next_at": "REAL",
+}
+INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_webhook ON jobs (webhook_next_at)
+    WHERE webhook_state = 'pending';
 """
 COLUMNS = (
     "id", "task", "params", "status", "done", "total", "stage", "created_at", "started_at",
     "finished_at", "error", "version", "attempts", "owner", "lease_until", "expires_at",
-    "idempotency_key", "result",
+    "idempotency_key", "result", "webhook", "webhook_state", "webhook_attempts",
+    "webhook_next_at",
 )  # fmt: skip
 JSON_COLUMNS = ("params", "error", "result")
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 LIVE = "(expires_at IS NULL OR expires_at > ?)"
+# Set in the update that ends a job: its webhook (if any) is due now (webhooks.py delivers it).
+WEBHOOK_DUE = (
+    "webhook_state = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, "
+    "webhook_next_at = CASE WHEN webhook IS NULL THEN NULL ELSE ? END"
+)
 
 
 def _row(job: Job) -> tuple:
@@ -94,6 +111,11 @@ class SqliteJobStore(JobStore):
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
         db.executescript(SCHEMA)
+        have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        db.executescript(INDEXES)
         self._db = db
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -190,11 +212,11 @@ class SqliteJobStore(JobStore):
             cursor = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, error = ?, "
                 "result = ?, done = ?, total = ?, stage = ?, owner = NULL, lease_until = NULL, "
-                "version = version + 1 WHERE id = ? AND status = ? AND owner = ?",
+                f"version = version + 1, {WEBHOOK_DUE} WHERE id = ? AND status = ? AND owner = ?",
                 (
                     status, now, now + ttl_s,
                     json.dumps(error) if error else None, json.dumps(result) if result else None,
-                    *progress, job_id, RUNNING, owner,
+                    *progress, now, job_id, RUNNING, owner,
                 ),
             )  # fmt: skip
             return self._get(db, job_id) if cursor.rowcount == 1 else None
@@ -206,9 +228,9 @@ class SqliteJobStore(JobStore):
             now = time.time()
             db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, stage = ?, "
-                "lease_until = NULL, version = version + 1 WHERE id = ? AND status IN (?, ?) "
-                f"AND {LIVE}",
-                (CANCELED, now, now + ttl_s, "canceled", job_id, QUEUED, RUNNING, now),
+                f"lease_until = NULL, version = version + 1, {WEBHOOK_DUE} "
+                f"WHERE id = ? AND status IN (?, ?) AND {LIVE}",
+                (CANCELED, now, now + ttl_s, "canceled", now, job_id, QUEUED, RUNNING, now),
             )
             return self._get(db, job_id)
 
@@ -241,8 +263,8 @@ class SqliteJobStore(JobStore):
                     db.execute(
                         "UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, "
                         "error = ?, stage = ?, owner = NULL, lease_until = NULL, "
-                        "version = version + 1 WHERE id = ?",
-                        (FAILED, now, now + ttl_s, json.dumps(error), "failed", job_id),
+                        f"version = version + 1, {WEBHOOK_DUE} WHERE id = ?",
+                        (FAILED, now, now + ttl_s, json.dumps(error), "failed", now, job_id),
                     )
                     failed.append(job_id)
                 else:
@@ -253,6 +275,28 @@ class SqliteJobStore(JobStore):
                     )
                     requeued.append(job_id)
             return requeued, failed
+
+        return self._tx(tx)
+
+    def _claim_webhook(self, now: float, hold_s: float) -> tuple[Job | None, float | None]:
+        def tx(db: sqlite3.Connection) -> tuple[Job | None, float | None]:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE webhook_state = ? AND webhook_next_at <= ? "
+                "ORDER BY webhook_next_at LIMIT 1",
+                (WEBHOOK_PENDING, now),
+            ).fetchone()
+            if row is None:
+                (next_at,) = db.execute(
+                    "SELECT min(webhook_next_at) FROM jobs WHERE webhook_state = ?",
+                    (WEBHOOK_PENDING,),
+                ).fetchone()
+                return None, next_at
+            db.execute(
+                "UPDATE jobs SET webhook_next_at = ?, webhook_attempts = webhook_attempts + 1 "
+                "WHERE id = ?",
+                (now + hold_s, row[0]),
+            )
+            return _job(db.execute(f"{SELECT} WHERE id = ?", (row[0],)).fetchone()), None
 
         return self._tx(tx)
 
@@ -339,6 +383,18 @@ class SqliteJobStore(JobStore):
             return [row[0] for row in rows]
 
         return await self._run(find)
+
+    async def claim_webhook(self, now: float, hold_s: float) -> tuple[Job | None, float | None]:
+        return await self._run(self._claim_webhook, now, hold_s)
+
+    async def set_webhook(self, job_id: str, state: str, next_at: float | None) -> None:
+        def update() -> None:
+            self._db.execute(
+                "UPDATE jobs SET webhook_state = ?, webhook_next_at = ? WHERE id = ?",
+                (state, next_at, job_id),
+            )
+
+        await self._run(update)
 
     async def delete(self, job_id: str) -> bool:
         def remove() -> bool:

@@ -50,6 +50,7 @@ class JobStore(ABC):
     # Changes made by another process (another worker or replica) are seen within this long
     # by `wait`; changes made here wake it at once.
     POLL_S = 1.0
+    SUPPORTS_WEBHOOKS = True
 
     def __init__(self) -> None:
         self._changed: dict[str, asyncio.Event] = {}
@@ -116,6 +117,16 @@ class JobStore(ABC):
     @abstractmethod
     async def expired(self) -> list[str]:
         """Finished jobs past their expiry."""
+
+    @abstractmethod
+    async def claim_webhook(self, now: float, hold_s: float) -> tuple[Job | None, float | None]:
+        """The finished job whose pending webhook delivery is due first, held for hold_s (not
+        claimed again meanwhile) with its attempt counted: (job, None). When none is due:
+        (None, when the next pending one is due, or None)."""
+
+    @abstractmethod
+    async def set_webhook(self, job_id: str, state: str, next_at: float | None) -> None:
+        """After an attempt: pending again at next_at, delivered, or failed (given up)."""
 
     @abstractmethod
     async def delete(self, job_id: str) -> bool: ...
