@@ -7,8 +7,9 @@ What has to change to run on one machine, and nothing else:
   Service leads to it; a port number in the args that the container does not declare, or a
   Service port that leads to no declared port, is a `ChartMismatch`;
 - `<service>.<namespace>.svc.<domain>:<port>` in the env becomes 127.0.0.1:<that local port>;
-- the pod's volumes (`/tmp`, `/mnt/models`) become local folders; the command runs in an empty
-  folder standing in for the image's read-only WORKDIR, with TMPDIR inside the pod's /tmp;
+- the pod's volumes (`/tmp`, `/mnt/models`, the gateway's data volume) become local folders;
+  the command runs in an empty folder standing in for the image's read-only WORKDIR, with
+  TMPDIR inside the pod's /tmp;
 - `python` is this interpreter, with the source tree on PYTHONPATH standing in for the
   installed package.
 """
@@ -180,7 +181,14 @@ class LocalInstall:
                 )
             elif kind == "Deployment":
                 (container,) = obj["spec"]["template"]["spec"]["containers"]
-                self._add("transformer", container, "transformer", {})
+                # Its other volumes (the jobs' data volume) become empty local folders.
+                volumes = {}
+                for mount in container.get("volumeMounts") or []:
+                    if mount["mountPath"] != "/tmp":
+                        local = self.root / "transformer" / "volumes" / mount["name"]
+                        local.mkdir(parents=True)
+                        volumes[mount["mountPath"]] = local
+                self._add("transformer", container, "transformer", volumes)
             elif kind == "Service":
                 self.services[(meta["name"], meta["namespace"])] = (obj["spec"], "transformer")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -448,7 +449,7 @@ def test_every_pod_is_restricted(preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_network_policy_admits_only_the_transformer(preset):
     objs = render(preset)
-    policy = one(objs, "NetworkPolicy")
+    policy = _policy(objs, "predictors")
     transformer_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     for isvc in by_kind(objs, "InferenceService"):
         # KServe labels every predictor pod with its InferenceService name
@@ -480,11 +481,20 @@ def test_network_policy_admits_only_the_transformer(preset):
 
 
 def test_network_policy_names_oip_clients_when_asked():
-    policy = one(render("gpu"), "NetworkPolicy")
+    policy = _policy(render("gpu"), "predictors")
     peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
     assert {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "photo-batch"}}
     } in peers
+
+
+def _policy(objs: list[dict], component: str) -> dict:
+    (policy,) = [
+        p
+        for p in by_kind(objs, "NetworkPolicy")
+        if p["metadata"]["name"] == f"photo-enhance-{component}"
+    ]
+    return policy
 
 
 def test_notes_tell_how_to_call_the_service():
@@ -516,3 +526,212 @@ def test_dockerfiles_are_non_root_and_pinned():
         if line and not line.startswith("#")
     ]
     assert ignore[0] == "*" and "**/*.pth" in ignore
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs: where the gateway keeps them (jobs.store), their settings, webhooks.
+
+DATA_DIR = "/var/lib/photo-enhance"
+REDIS_SECRET = [
+    *("--set", "jobs.store=redis", "--set", "jobs.redis.existingSecret=jobs-redis"),
+    *("--set", "jobs.redis.existingSecretKey=redis-url"),
+    *("--set", "jobs.results.existingClaim=jobs-rwx", "--set", "transformer.replicas=3"),
+]
+REDIS_AUTOSCALING = [*REDIS_SECRET, "--set", "transformer.autoscaling.enabled=true"]
+WEBHOOKS = [
+    *("--set", "jobs.webhooks.enabled=true", "--set", "jobs.webhooks.existingSecret=hooks"),
+    *("--set", "jobs.webhooks.allowedHosts={receiver.batch.svc:8080,hooks.example.com}"),
+]
+STORES = {
+    "embedded": [],
+    "redis-secret": REDIS_SECRET,
+    "redis-autoscaling": REDIS_AUTOSCALING,
+    "embedded-webhooks": WEBHOOKS,
+}
+
+
+def _gateway(objs: list[dict]) -> tuple[dict, dict]:
+    (deployment,) = [
+        d
+        for d in by_kind(objs, "Deployment")
+        if d["metadata"]["name"] == "photo-enhance-transformer"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return deployment, container
+
+
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container["env"]}
+
+
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_each_job_store_renders_lints_and_validates(store):
+    args = STORES[store]
+    result = helm("lint", "--strict", str(CHART), *args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    objs = render("default", *args)
+    for obj in objs:
+        if obj["apiVersion"].startswith("serving.kserve.io/"):
+            continue
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+    require_crd_schemas()
+    for isvc in by_kind(objs, "InferenceService"):
+        assert not list(_crd_validator(isvc["apiVersion"], isvc["kind"]).iter_errors(isvc))
+    deployment, container = _gateway(objs)
+    env = _env(container)
+    # DATA_DIR on a writable volume: the root filesystem is read-only.
+    assert env["DATA_DIR"]["value"] == DATA_DIR
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == DATA_DIR]
+    assert not mount.get("readOnly")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    pvcs = by_kind(objs, "PersistentVolumeClaim")
+    spec = deployment["spec"]
+    if store.startswith("embedded"):
+        assert [p["metadata"]["name"] for p in pvcs] == [claim] == ["photo-enhance-jobs"]
+        assert "JOBS_STORE" not in env and "RESULTS_STORE" not in env  # SQLite in DATA_DIR
+        assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+        assert not by_kind(objs, "HorizontalPodAutoscaler")
+        assert not by_kind(objs, "PodDisruptionBudget"), "one replica: it would block drains"
+    else:
+        assert not pvcs and claim == "jobs-rwx"  # uploads and results shared by the replicas
+        assert "strategy" not in spec
+        assert by_kind(objs, "PodDisruptionBudget")
+        assert "replicas" not in spec if store.endswith("autoscaling") else spec["replicas"] == 3
+
+
+def test_embedded_is_the_default_and_kind_uses_it():
+    for preset in ("default", "kind"):
+        objs = render(preset)
+        assert one(objs, "PersistentVolumeClaim")["metadata"]["name"] == "photo-enhance-jobs"
+        assert "JOBS_STORE" not in _env(_gateway(objs)[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "transformer.replicas=2"], "use jobs.store=redis"),
+        (["--set", "transformer.autoscaling.enabled=true"], "use jobs.store=redis"),
+        (["--set", "jobs.store=redis", "--set", "jobs.results.existingClaim=x"], "existingSecret"),
+        (["--set", "jobs.store=redis", "--set", "jobs.redis.existingSecret=x"], "existingClaim"),
+        (["--set", "valkey.enabled=true"], "additional properties 'valkey'"),  # no bundled Valkey
+        (["--set", "jobs.store=s3"], "jobs/store"),
+        (["--set", "jobs.results.s3.bucket=x"], "s3"),
+        (["--set", "jobs.webhooks.enabled=true"], "jobs.webhooks.existingSecret"),
+        ([*REDIS_SECRET, *WEBHOOKS], "Redis store sends no webhooks yet"),
+        (["--set", "jobs.concurrency=0"], "concurrency"),
+        (["--set", "jobs.webhooks.allowedHosts={http://x/}"], "allowedHosts"),
+    ],
+)
+def test_bad_job_values_are_refused(args, message):
+    result = helm("template", "x", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_job_settings_become_the_gateways_environment():
+    args = ["--set", "jobs.ttlSeconds=600", "--set", "jobs.timeoutSeconds=900"]
+    args += ["--set", "jobs.maxQueued=50", "--set", "jobs.concurrency=2"]
+    env = _env(_gateway(render("default", *args))[1])
+    want = {"JOB_TTL_S": "600", "JOB_TIMEOUT_S": "900", "MAX_JOBS_QUEUED": "50"}
+    assert {k: env[k]["value"] for k in want} == want
+    assert env["JOBS_CONCURRENCY"]["value"] == "2"
+    assert "WEBHOOK_SECRET" not in env and "WEBHOOK_ALLOWED_HOSTS" not in env
+
+    from transformer.jobs.config import JobSettings
+
+    plain = {k: e["value"] for k, e in env.items() if "value" in e}
+    settings = JobSettings.from_env(plain)
+    assert (settings.ttl_s, settings.timeout_s, settings.max_queued, settings.concurrency) == (
+        600,
+        900,
+        50,
+        2,
+    )
+    assert settings.store_path == Path(DATA_DIR) / "jobs.sqlite3"
+    assert str(settings.files_dir).startswith(DATA_DIR + "/")
+
+
+def test_redis_url_and_webhook_secret_come_from_secrets():
+    env = _env(_gateway(render("default", *REDIS_SECRET))[1])
+    assert env["JOBS_STORE"] == {
+        "name": "JOBS_STORE",
+        "valueFrom": {"secretKeyRef": {"name": "jobs-redis", "key": "redis-url"}},
+    }
+    env = _env(_gateway(render("default", *WEBHOOKS))[1])
+    assert env["WEBHOOK_SECRET"]["valueFrom"] == {
+        "secretKeyRef": {"name": "hooks", "key": "secret"}
+    }
+    allowed = env["WEBHOOK_ALLOWED_HOSTS"]["value"]
+    assert allowed == "receiver.batch.svc:8080,hooks.example.com"
+    from transformer.jobs.webhooks import parse_allowed
+
+    assert parse_allowed(allowed) == {("receiver.batch.svc", 8080), ("hooks.example.com", None)}
+    assert "value" not in env["WEBHOOK_SECRET"] and "value" not in env.get("JOBS_STORE", {})
+
+
+def test_chart_declares_no_dependencies_and_ships_no_subcharts():
+    # Redis/Valkey is installed separately (e.g. the official Valkey chart) and reached through
+    # jobs.redis.existingSecret; no third-party chart is vendored or pulled in here.
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert not chart.get("dependencies")
+    assert not (CHART / "charts").exists()
+    assert not (CHART / "Chart.lock").exists()
+    assert not list(CHART.rglob("*.tgz"))
+    assert not by_kind(render("default", *REDIS_SECRET), "StatefulSet")
+
+
+def _egress_rules(objs: list[dict]) -> list[dict]:
+    policy = _policy(objs, "transformer")
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    assert selector_matches(
+        policy["spec"]["podSelector"], _gateway(objs)[0]["spec"]["template"]["metadata"]["labels"]
+    )
+    return policy["spec"]["egress"]
+
+
+def _public_rules(rules: list[dict]) -> list[dict]:
+    return [r for r in rules if any("ipBlock" in peer for peer in r.get("to", []))]
+
+
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_gateway_egress_opens_the_internet_only_for_webhooks(store):
+    objs = render("default", *STORES[store])
+    rules = _egress_rules(objs)
+    public = _public_rules(rules)
+    if "webhooks" not in store:
+        assert not public
+        assert all(rule.get("to") or rule["ports"] for rule in rules)
+    else:
+        (rule,) = public
+        assert sorted(p["port"] for p in rule["ports"]) == [80, 443]
+        blocks = {peer["ipBlock"]["cidr"]: set(peer["ipBlock"]["except"]) for peer in rule["to"]}
+        private = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+        assert private <= blocks["0.0.0.0/0"]
+        assert {"fc00::/7", "fe80::/10"} <= blocks["::/0"]
+    # the gateway still reaches DNS and every predictor's HTTP and gRPC ports
+    assert any({p["port"] for p in r["ports"]} == {53} and "to" not in r for r in rules)
+    for isvc in by_kind(objs, "InferenceService"):
+        labels = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
+        ports = {p["containerPort"] for p in isvc["spec"]["predictor"]["containers"][0]["ports"]}
+        reached = set()
+        for rule in rules:
+            if any(
+                selector_matches(peer.get("podSelector", {}), labels) for peer in rule.get("to", [])
+            ):
+                reached |= {p["port"] for p in rule["ports"]}
+        assert ports <= reached
+    redis = [r for r in rules if {p["port"] for p in r.get("ports", [])} == {6379}]
+    assert bool(redis) == (not store.startswith("embedded"))
+    # the Redis the Secret's URL names may live anywhere: its port, to any destination
+    assert all(
+        "to" not in rule and rule["ports"] == [{"port": 6379, "protocol": "TCP"}] for rule in redis
+    )
+
+
+def test_extra_gateway_egress_is_appended():
+    extra = {"to": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "ports": [{"port": 6380}]}
+    args = ["--set-json", f"networkPolicy.extraGatewayEgress=[{json.dumps(extra)}]"]
+    assert _egress_rules(render("default", *args))[-1] == extra

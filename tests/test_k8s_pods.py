@@ -147,6 +147,13 @@ def test_a_predictor_over_its_service(install):
     e2e_check.oip(install.url(f"{RELEASE}-upscale-predictor"), "upscale", side=32, scale=2)
 
 
+def test_the_gateway_keeps_its_jobs_on_the_data_volume(install):
+    """DATA_DIR is the claim's mount (the root is read-only): the embedded store is there."""
+    gateway = install.containers["transformer"]
+    data_dir = next(e["value"] for e in gateway.container["env"] if e["name"] == "DATA_DIR")
+    assert (gateway.volumes[data_dir] / "jobs.sqlite3").is_file()
+
+
 def test_nothing_is_written_outside_tmp(install):
     """Read-only root: after the pods ran, nothing new or changed in the source tree, the model
     folders or facexlib's package (which downloads weights into itself when asked to)."""
@@ -223,7 +230,7 @@ def _unread_env(containers: list[dict]) -> set[str]:
     return {n for n in names - LIBRARY_ENV if f'"{n}"' not in sources}
 
 
-@pytest.mark.parametrize("preset", ["default", "kind"])
+@pytest.mark.parametrize("preset", ["default", "gpu", "kind"])
 def test_every_environment_variable_is_read_by_the_code(preset):
     objs = render(preset)
     containers = [one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]]

@@ -124,3 +124,32 @@ Exact /docs
 Exact /redoc
 Exact /openapi.json
 {{- end -}}
+
+{{/* Where the gateway keeps jobs (DATA_DIR): a volume, the root filesystem is read-only. */}}
+{{- define "pe.dataDir" -}}
+/var/lib/photo-enhance
+{{- end }}
+
+{{/* The job settings that cannot work together, refused with what to do instead. */}}
+{{- define "pe.validateJobs" -}}
+{{- $j := .Values.jobs -}}
+{{- $t := .Values.transformer -}}
+{{- if eq $j.store "embedded" }}
+{{- if or (gt (int $t.replicas) 1) $t.autoscaling.enabled }}
+{{- fail "jobs.store=embedded (SQLite on one volume) serves one gateway replica: set transformer.replicas=1 and transformer.autoscaling.enabled=false, or use jobs.store=redis (Redis/Valkey: jobs.redis.existingSecret) with jobs.results.existingClaim for several replicas" }}
+{{- end }}
+{{- else if eq $j.store "redis" }}
+{{- if not $j.redis.existingSecret }}
+{{- fail "jobs.store=redis needs jobs.redis.existingSecret: a Secret holding the redis:// URL of a Redis 6+ or Valkey you run (e.g. the official Valkey chart, valkey-io/valkey-helm)" }}
+{{- end }}
+{{- if not $j.results.existingClaim }}
+{{- fail "jobs.store=redis needs jobs.results.existingClaim: a ReadWriteMany PVC every gateway replica mounts for uploads and results (S3 is not built yet)" }}
+{{- end }}
+{{- if $j.webhooks.enabled }}
+{{- fail "jobs.webhooks.enabled needs jobs.store=embedded for now: the gateway's Redis store sends no webhooks yet" }}
+{{- end }}
+{{- end }}
+{{- if and $j.webhooks.enabled (not $j.webhooks.existingSecret) }}
+{{- fail "jobs.webhooks.enabled needs jobs.webhooks.existingSecret (a Secret holding WEBHOOK_SECRET: whsec_ and the base64 of >= 24 random bytes)" }}
+{{- end }}
+{{- end }}
