@@ -6,6 +6,7 @@
   traceback for each not-ready probe (every 5 s in the chart). REST requests to a model that is
   not loaded (or shutting down) get the same 503 without a traceback. The probes' own access,
   timing and gRPC lines are at DEBUG (common/logs.py).
+- HEAD is answered wherever GET is (common/head.py), not 405.
 - Every route answers with FastAPI's JSONResponse: KServe makes the app's default ORJSONResponse,
   which FastAPI deprecates (a FastAPIDeprecationWarning at the first probe).
 
@@ -20,6 +21,8 @@ from fastapi.responses import JSONResponse
 from grpc_interceptor.exceptions import Unimplemented
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+from common.head import HeadAsGet
 
 from .base import NotLoaded
 from .cancel import Cancelled
@@ -40,6 +43,7 @@ class ClosedRepository(ModelRepositoryExtension):
 def install_routes(app: FastAPI, dataplane: DataPlane) -> None:
     # Before KServe registers its routes (at start): they take the router's default then.
     app.router.default_response_class = JSONResponse
+    app.add_middleware(HeadAsGet)  # HEAD wherever GET is served (common/head.py)
 
     def not_ready(reason: str) -> JSONResponse:
         return JSONResponse({"error": reason, "ready": False}, status_code=503)
