@@ -7,6 +7,7 @@
   not loaded (or shutting down) get the same 503 without a traceback. The probes' own access,
   timing and gRPC lines are at DEBUG (common/logs.py).
 - HEAD is answered wherever GET is (common/head.py), not 405.
+- A malformed request is 400 with an `error` the client can act on (FastAPI's would be 422).
 - Every route answers with FastAPI's JSONResponse: KServe makes the app's default ORJSONResponse,
   which FastAPI deprecates (a FastAPIDeprecationWarning at the first probe).
 
@@ -16,7 +17,10 @@ the first route declared, so these win for their paths.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from grpc_interceptor.exceptions import Unimplemented
 from kserve.protocol.dataplane import DataPlane
@@ -26,7 +30,9 @@ from common.head import HeadAsGet
 
 from .base import NotLoaded
 from .cancel import Cancelled
+from .v2codec import BadRequest
 
+log = logging.getLogger(__name__)
 REPOSITORY_CLOSED = "model load and unload are not served by this predictor"
 
 
@@ -68,6 +74,21 @@ def install_routes(app: FastAPI, dataplane: DataPlane) -> None:
         # expected while loading or shutting down: the status says it, no traceback in the log
         return not_ready(exc.details)
 
+    async def malformed(request: Request, exc: RequestValidationError):
+        # FastAPI answers 422 with its own shape; the OIP's is 400 with "error"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        return JSONResponse({"error": f"malformed request: {problems}"}, status_code=400)
+
+    app.add_exception_handler(RequestValidationError, malformed)
+
+    async def bad_request(request: Request, exc: BadRequest):
+        log.warning("invalid request (%s): %s", request.url.path, exc.reason)
+        return JSONResponse({"error": exc.reason}, status_code=400)
+
+    app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(NotLoaded, unavailable)
     app.add_exception_handler(Cancelled, unavailable)
     app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
