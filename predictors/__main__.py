@@ -179,7 +179,9 @@ def main() -> None:
     )
     server.dataplane = PredictorDataPlane(server.registered_models)
     server.model_repository_extension = surface.ClosedRepository(server.registered_models)
-    surface.install_routes(model_server.app, server.dataplane)
+    surface.install_routes(
+        model_server.app, server.dataplane, max_body=args.grpc_max_receive_message_length
+    )
     GracefulShutdown(model, args.shutdown_grace_seconds).install(model_server.app)
     server.register_model(model)
     # Serve liveness at once; readiness follows the load (large checkpoints take a while).

@@ -7,7 +7,8 @@
   not loaded (or shutting down) get the same 503 without a traceback. The probes' own access,
   timing and gRPC lines are at DEBUG (common/logs.py).
 - HEAD is answered wherever GET is (common/head.py), not 405.
-- A malformed request is 400 with an `error` the client can act on (FastAPI's would be 422).
+- A malformed request is 400 with an `error` the client can act on (FastAPI's would be 422);
+  a body over the gRPC message limit is 413 before it is read (bodylimit.py).
 - Every route answers with FastAPI's JSONResponse: KServe makes the app's default ORJSONResponse,
   which FastAPI deprecates (a FastAPIDeprecationWarning at the first probe).
 
@@ -29,6 +30,7 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from common.head import HeadAsGet
 
 from .base import NotLoaded
+from .bodylimit import BodyLimit
 from .cancel import Cancelled
 from .v2codec import BadRequest
 
@@ -46,10 +48,11 @@ class ClosedRepository(ModelRepositoryExtension):
         raise Unimplemented(REPOSITORY_CLOSED)
 
 
-def install_routes(app: FastAPI, dataplane: DataPlane) -> None:
+def install_routes(app: FastAPI, dataplane: DataPlane, max_body: int) -> None:
     # Before KServe registers its routes (at start): they take the router's default then.
     app.router.default_response_class = JSONResponse
     app.add_middleware(HeadAsGet)  # HEAD wherever GET is served (common/head.py)
+    app.add_middleware(BodyLimit, limit=max_body)  # 413 before the body (bodylimit.py)
 
     def not_ready(reason: str) -> JSONResponse:
         return JSONResponse({"error": reason, "ready": False}, status_code=503)

@@ -5,6 +5,7 @@ exception's type name, and the predictor goes on serving (issue 19)."""
 from __future__ import annotations
 
 import re
+import socket
 
 import grpc
 import httpx
@@ -17,7 +18,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter, ModelInferR
 from predictors.face_restore import FaceRestoreModel
 from predictors.upscale import UpscaleModel
 from predictors.v2codec import decode_parameters
-from tests.servers import running_predictor
+from tests.servers import GRPC_MAX, running_predictor
 
 # What a message must not hold: "ValueError : ...", "KeyError", "Traceback", ...
 LEAKS = re.compile(r"Error :|Traceback|\b[A-Z][A-Za-z]*(Error|Exception)\b|\bint\(\)|literal")
@@ -146,6 +147,23 @@ def test_grpc_malformed_is_invalid_argument(predictor, case):
             call(GRPC_CASES[case], timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert_actionable(caught.value.details())
+
+
+def test_rest_body_over_the_message_limit_is_413_before_it_is_read(predictor):
+    """A Content-Length beyond the gRPC message limit: 413 with only the headers sent."""
+    host, port = predictor.http.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Inference-Header-Content-Length: 10\r\n"
+            f"Content-Length: {int(GRPC_MAX) + 1}\r\n\r\n".encode()
+        )
+        reply = b""
+        while chunk := conn.recv(65536):  # the server closes after its answer
+            reply += chunk
+    head, _, body = reply.decode(errors="replace").partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert "at most" in body and "bytes" in body
 
 
 def test_still_serving_after_the_hostile_requests(predictor):
