@@ -24,7 +24,7 @@ from .limits import DEFAULT_MAX_FACES, env_int
 from .restore import RestoreModel
 from .shutdown import GracefulShutdown
 from .upscale import UpscaleModel
-from .v2codec import request_from_binary_rest
+from .v2codec import json_header_length, request_from_binary_rest
 from .v2grpc import PredictorServer
 
 # The chart's terminationGracePeriodSeconds (30) less time to cancel and exit.
@@ -69,7 +69,9 @@ class PredictorDataPlane(DataPlane):
         if isinstance(body, bytes):
             # Without the length header the body is all JSON (Triton's client sends it so,
             # without a Content-Type, and KServe would refuse it).
-            json_length = int(headers.get(INFERENCE_CONTENT_LENGTH_HEADER) or len(body))
+            json_length = json_header_length(
+                headers.get(INFERENCE_CONTENT_LENGTH_HEADER), len(body)
+            )
             return request_from_binary_rest(body, json_length, model_name)
         return super().decode_inference_request(body, headers, model_name)
 
@@ -177,7 +179,9 @@ def main() -> None:
     )
     server.dataplane = PredictorDataPlane(server.registered_models)
     server.model_repository_extension = surface.ClosedRepository(server.registered_models)
-    surface.install_routes(model_server.app, server.dataplane)
+    surface.install_routes(
+        model_server.app, server.dataplane, max_body=args.grpc_max_receive_message_length
+    )
     GracefulShutdown(model, args.shutdown_grace_seconds).install(model_server.app)
     server.register_model(model)
     # Serve liveness at once; readiness follows the load (large checkpoints take a while).

@@ -20,7 +20,7 @@ import archs
 from archs import LoadedModel, WeightsError
 
 from . import cancel, progress, v2codec
-from .v2codec import Param
+from .v2codec import BadRequest, Param
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class EnhanceModel(Model):
         if not self.ready:  # KServe checks readiness on REST only
             raise NotLoaded(self.name, self.load_error or "the weights are still loading")
         if not isinstance(payload, InferRequest):
-            raise InvalidInput("this model speaks the Open Inference Protocol v2 only")
+            raise BadRequest("this model speaks the Open Inference Protocol v2 only")
         images = v2codec.decode_images(payload)
         params = v2codec.decode_parameters(payload.parameters, self.params)
         outputs, extra = await cancel.run_in_thread(

@@ -6,6 +6,9 @@
   traceback for each not-ready probe (every 5 s in the chart). REST requests to a model that is
   not loaded (or shutting down) get the same 503 without a traceback. The probes' own access,
   timing and gRPC lines are at DEBUG (common/logs.py).
+- HEAD is answered wherever GET is (common/head.py), not 405.
+- A malformed request is 400 with an `error` the client can act on (FastAPI's would be 422);
+  a body over the gRPC message limit is 413 before it is read (bodylimit.py).
 - Every route answers with FastAPI's JSONResponse: KServe makes the app's default ORJSONResponse,
   which FastAPI deprecates (a FastAPIDeprecationWarning at the first probe).
 
@@ -15,15 +18,23 @@ the first route declared, so these win for their paths.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from grpc_interceptor.exceptions import Unimplemented
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
-from .base import NotLoaded
-from .cancel import Cancelled
+from common.head import HeadAsGet
 
+from .base import NotLoaded
+from .bodylimit import BodyLimit
+from .cancel import Cancelled
+from .v2codec import BadRequest
+
+log = logging.getLogger(__name__)
 REPOSITORY_CLOSED = "model load and unload are not served by this predictor"
 
 
@@ -37,9 +48,11 @@ class ClosedRepository(ModelRepositoryExtension):
         raise Unimplemented(REPOSITORY_CLOSED)
 
 
-def install_routes(app: FastAPI, dataplane: DataPlane) -> None:
+def install_routes(app: FastAPI, dataplane: DataPlane, max_body: int) -> None:
     # Before KServe registers its routes (at start): they take the router's default then.
     app.router.default_response_class = JSONResponse
+    app.add_middleware(HeadAsGet)  # HEAD wherever GET is served (common/head.py)
+    app.add_middleware(BodyLimit, limit=max_body)  # 413 before the body (bodylimit.py)
 
     def not_ready(reason: str) -> JSONResponse:
         return JSONResponse({"error": reason, "ready": False}, status_code=503)
@@ -64,6 +77,21 @@ def install_routes(app: FastAPI, dataplane: DataPlane) -> None:
         # expected while loading or shutting down: the status says it, no traceback in the log
         return not_ready(exc.details)
 
+    async def malformed(request: Request, exc: RequestValidationError):
+        # FastAPI answers 422 with its own shape; the OIP's is 400 with "error"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        return JSONResponse({"error": f"malformed request: {problems}"}, status_code=400)
+
+    app.add_exception_handler(RequestValidationError, malformed)
+
+    async def bad_request(request: Request, exc: BadRequest):
+        log.warning("invalid request (%s): %s", request.url.path, exc.reason)
+        return JSONResponse({"error": exc.reason}, status_code=400)
+
+    app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(NotLoaded, unavailable)
     app.add_exception_handler(Cancelled, unavailable)
     app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])

@@ -13,6 +13,7 @@ import os
 from kserve import Model, ModelServer
 from kserve import model_server as kserve_server
 
+from common import httplimits
 from common.logs import configure_logging
 
 from . import routes
@@ -42,6 +43,8 @@ class GatewayServer(ModelServer):
         # Called by start() after the REST server is built and before it binds.
         if self._rest_server is not None:
             self._rest_server.config.host = self.http_host
+            # 431 for oversized or too many headers, 408 for slow ones (common/httplimits.py)
+            self._rest_server.config.http = httplimits.from_env()
         super().setup_event_loop()
 
 

@@ -15,6 +15,8 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from common.head import HeadAsGet
+
 ROUTES = ("/colorize", "/restore", "/face-restore", "/upscale", "/pipeline", "/health")
 JOBS = "/v1/jobs/"  # the job resource (CONTRACT section 6), under /v1 only
 JOB_ROUTES = tuple(f"{JOBS}{{job_id}}{tail}" for tail in ("", "/result", "/events", "/cancel"))
@@ -50,10 +52,12 @@ class ClosedSurface:
 
 
 def close(app: FastAPI) -> None:
-    """Serve only SERVED on `app`, and document only DOCUMENTED in its OpenAPI."""
+    """Serve only SERVED on `app` (HEAD wherever GET), and document only DOCUMENTED in its
+    OpenAPI."""
     # Before KServe registers its routes (at start): they take the router's default then.
     app.router.default_response_class = JSONResponse
     app.add_middleware(ClosedSurface)
+    app.add_middleware(HeadAsGet)  # HEAD wherever GET is served (common/head.py)
     full_openapi = app.openapi
 
     def openapi() -> dict:

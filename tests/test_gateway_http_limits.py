@@ -1,0 +1,96 @@
+"""The gateway's limits on request headers, measured with raw sockets against a real process:
+431 for one oversized header or too many, 408 and a closed connection for headers that never
+end (common/httplimits.py)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.gateway_process import start_gateway
+
+TIMEOUT_S = 1  # the gateway's HEADER_TIMEOUT_S here; the waits below allow far more
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    gw = start_gateway({}, tmp_path_factory.mktemp("gw"), env={"HEADER_TIMEOUT_S": str(TIMEOUT_S)})
+    yield gw
+    gw.stop()
+
+
+def connect(gateway) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", gateway.port), timeout=30)
+
+
+def read_until_closed(conn: socket.socket) -> bytes:
+    reply = b""
+    try:
+        while chunk := conn.recv(65536):
+            reply += chunk
+    except ConnectionResetError:
+        pass
+    return reply
+
+
+def request(headers: list[str]) -> bytes:
+    lines = ["GET /v2/health/live HTTP/1.1", "Host: gateway", *headers, "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_headers_within_the_limits_are_served(gateway):
+    with connect(gateway) as conn:
+        conn.sendall(request([f"X-H{i}: {'v' * 100}" for i in range(90)]))
+        assert read_until_closed(conn).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[f"X-Big: {'v' * 20_000}"], [f"X-H{i}: v" for i in range(150)]],
+    ids=["one 20 KB header", "150 headers"],
+)
+def test_oversized_or_too_many_headers_are_431(gateway, headers):
+    with connect(gateway) as conn:
+        conn.sendall(request(headers))
+        reply = read_until_closed(conn)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+    assert b"at most" in reply
+
+
+def test_a_64_mb_header_is_refused_after_a_few_kb(gateway):
+    sent = 0
+    with connect(gateway) as conn:
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\nX-Huge: ")
+        chunk = b"v" * 65536
+        try:
+            while sent < 64 << 20:
+                conn.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = read_until_closed(conn)
+    assert sent < 64 << 20  # the server stopped reading long before
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 431")
+    assert gateway.is_live()
+
+
+@pytest.mark.parametrize("start", [b"GET /health HTTP/1.1\r\nHost: gateway\r\n", b""])
+def test_headers_that_never_end_are_closed_after_the_timeout(gateway, start):
+    begun = time.monotonic()
+    with connect(gateway) as conn:
+        conn.sendall(start)
+        reply = read_until_closed(conn)  # the socket's own timeout (30 s) fails it otherwise
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert time.monotonic() - begun >= TIMEOUT_S
+
+
+def test_a_kept_alive_connection_is_timed_from_its_next_request(gateway):
+    with connect(gateway) as conn:
+        conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        first = conn.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        conn.sendall(b"GET /v2/health/live HTTP/1.1\r\n")  # and no more
+        reply = read_until_closed(conn)
+    assert reply.startswith(b"HTTP/1.1 408"), reply
