@@ -20,8 +20,9 @@ from transformer.jobs.sqlite import SqliteJobStore
 from transformer.jobs.store import JobStore, QueueFull, StoreUnavailable, open_store, redacted
 
 
-def run(coro):
-    return asyncio.run(coro)
+def run(coro, within_s: float = 120):
+    """The scenario, failed (not hung) if a store call never returns."""
+    return asyncio.run(asyncio.wait_for(coro, within_s))
 
 
 @pytest.fixture(params=["sqlite", "redis"])
