@@ -139,10 +139,11 @@ def test_a_task_this_gateway_does_not_serve_is_the_synchronous_503_and_no_job(
     client, photo, data_dir
 ):
     rows = stored_jobs(data_dir)
-    for route, params in (("/colorize", {}), ("/pipeline", {"width": 200, "height": 200})):
+    forced = {"colorize": "true", "width": 200, "height": 200}  # auto skips it for a colour photo
+    for route, params in (("/colorize", {}), ("/pipeline", forced)):
         sync = synchronous(client, route, photo, **params)
         job = submit(client, route, photo, **params)
-        assert sync.status_code == job.status_code == 503 and job.json() == sync.json()
+        assert sync.status_code == job.status_code == 503 and job.json() == sync.json(), sync.text
         assert "does not offer colorize" in job.json()["detail"]
         assert "retry-after" not in job.headers and "retry-after" not in sync.headers
     assert stored_jobs(data_dir) == rows
