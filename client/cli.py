@@ -316,7 +316,10 @@ def _send_all(
         def one(job):
             display.begin(job)
             try:
-                return follow(job)
+                outcome = follow(job)
+                if outcome.stop or outcome.refused:
+                    stop.set()  # before this worker takes the next photo
+                return outcome
             finally:
                 display.end(job)
 

@@ -136,6 +136,8 @@ class Follow:
             return Outcome(job, "failed", "interrupted; the job goes on on the server")
 
     def _run(self, job: Job, start: float) -> Outcome:
+        if self.stop.is_set():  # the run stopped before this photo's turn: nothing is sent
+            raise Stopped()
         if not self.use_jobs:
             return process(self.client, self.route, self.params, job, self.policy, self.say)
         entry = self.ledger.get(job, self.route, self.params)
@@ -147,8 +149,6 @@ class Follow:
             self.say(f"gone   {job.source}: job {entry['id']} is no longer on the server")
             entry = None
         if entry is None:
-            if self.stop.is_set():
-                raise Stopped()
             entry = {
                 "key": uuid.uuid4().hex,
                 "source": str(job.source),
