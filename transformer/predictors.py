@@ -57,6 +57,10 @@ RECONNECT_BACKOFF_MS = {
     "grpc.max_reconnect_backoff_ms": 1000,
 }
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+# A server without ModelStreamInfer answers UNIMPLEMENTED; when it does so while our request is
+# still being sent, grpc's core reports INTERNAL ("Internal error from Core") instead. Either way
+# the unary call is tried (a real failure then fails there too).
+_NO_STREAM = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL)
 
 
 def to_parameter(value: Any) -> InferParameter:
@@ -189,7 +193,7 @@ class Predictors:
                 request, self._progress_to(listener, task), timeout=timeout
             )
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            if exc.code() not in _NO_STREAM:
                 raise
         logger.info("%s: the predictor has no ModelStreamInfer; no progress within its step", task)
         self._unary_only.add(task)  # until the predictor is ready again (maybe a new version)
