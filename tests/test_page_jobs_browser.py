@@ -85,8 +85,8 @@ def test_a_long_pipeline_job_moves_shows_its_steps_and_a_reload_comes_back_to_it
 ):
     page.set_input_files("#file", str(photo))
     page.select_option("#task", "pipeline")
-    for step in ("colorize", "face_restore"):
-        page.uncheck(f"#p-{step}")
+    page.select_option("#p-colorize", "false")  # auto/true/false
+    page.uncheck("#p-face_restore")
     for name, value in (("width", 200), ("height", 200)):
         page.fill(f"#p-{name}", str(value))
     page.fill("#p-restore_tile_size", str(STEP_MS))

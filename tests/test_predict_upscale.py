@@ -83,7 +83,7 @@ def test_a_batch_of_two_images(x4plus, photo):
     [
         ({"scale": 9}, "'scale' must be in 1..8"),
         ({"tile_size": -1}, "'tile_size' must be in"),
-        ({"scale": "big"}, "'scale' must be int"),
+        ({"scale": "big"}, "'scale' must be a whole number"),
     ],
 )
 def test_bad_parameters_are_refused_and_the_server_keeps_serving(x4plus, photo, params, message):
