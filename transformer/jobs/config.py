@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..config import _env_float, _env_int
 from .webhooks import parse_allowed
 
 DEFAULT_TTL_S = 86_400.0  # a finished job and its result are kept a day
@@ -32,32 +33,6 @@ def default_data_dir(env: dict[str, str]) -> Path:
         return Path(env["DATA_DIR"].strip()).expanduser().resolve()
     base = env.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
     return (Path(base).expanduser() / "photo-enhance").resolve()
-
-
-def _positive(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {raw!r}")
-    return value
-
-
-def _whole(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {raw!r}")
-    return value
 
 
 def _path_of(url: str, scheme: str, name: str) -> Path:
@@ -157,12 +132,12 @@ class JobSettings:
             store_path=store_path,
             store_url=store_url,
             files_dir=_path_of(files, "file", "RESULTS_STORE"),
-            ttl_s=_positive(env, "JOB_TTL_S", DEFAULT_TTL_S),
-            timeout_s=_positive(env, "JOB_TIMEOUT_S", DEFAULT_TIMEOUT_S),
-            max_queued=_whole(env, "MAX_JOBS_QUEUED", DEFAULT_MAX_QUEUED),
-            concurrency=_whole(env, "JOBS_CONCURRENCY", DEFAULT_CONCURRENCY),
-            lease_s=_positive(env, "JOB_LEASE_S", DEFAULT_LEASE_S),
-            max_attempts=_whole(env, "JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+            ttl_s=_env_float(env, "JOB_TTL_S", DEFAULT_TTL_S),
+            timeout_s=_env_float(env, "JOB_TIMEOUT_S", DEFAULT_TIMEOUT_S),
+            max_queued=_env_int(env, "MAX_JOBS_QUEUED", DEFAULT_MAX_QUEUED, 1),
+            concurrency=_env_int(env, "JOBS_CONCURRENCY", DEFAULT_CONCURRENCY, 1),
+            lease_s=_env_float(env, "JOB_LEASE_S", DEFAULT_LEASE_S),
+            max_attempts=_env_int(env, "JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1),
             webhook_secret=_secret(env),
             webhook_allowed_hosts=parse_allowed(env.get("WEBHOOK_ALLOWED_HOSTS", "")),
             webhook_backoff_s=_delays(env, "WEBHOOK_BACKOFF_S", DEFAULT_WEBHOOK_BACKOFF_S),
