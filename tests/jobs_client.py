@@ -102,3 +102,8 @@ def wait_until(condition, within_s: float, step_s: float = 0.02) -> float:
         assert time.monotonic() - start < within_s, "condition not met in time"
         time.sleep(step_s)
     return time.monotonic() - start
+
+
+def slow_log(slow, word: str) -> int:
+    """Lines of the slow predictor's log (slow = (address, log path)) that start with `word`."""
+    return sum(line.startswith(word) for line in slow[1].read_text().splitlines())

@@ -23,6 +23,7 @@ from tests.jobs_client import (
     accepted,
     events,
     files_of,
+    slow_log,
     stored_files,
     stored_jobs,
     submit,
@@ -86,10 +87,6 @@ def client(gateway):
 def photo(astronaut) -> bytes:
     """The astronaut at 64x48 (not square), as PNG."""
     return encoded(np.asarray(Image.fromarray(astronaut).resize((64, 48), Image.LANCZOS)))
-
-
-def slow_log(slow, word: str) -> int:
-    return sum(line.startswith(word) for line in slow[1].read_text().splitlines())
 
 
 def synchronous(client, route, data, **params) -> httpx.Response:

@@ -19,6 +19,7 @@ from tests.gateway_process import encoded, start_gateway, start_wrong_predictor
 from tests.jobs_client import (
     accepted,
     files_of,
+    slow_log,
     stored_files,
     stored_jobs,
     submit,
@@ -84,10 +85,6 @@ def client(slow, wrong, data_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def photo(astronaut) -> bytes:
     return encoded(astronaut[:48, :64])
-
-
-def slow_log(slow, word: str) -> int:
-    return sum(line.startswith(word) for line in slow[1].read_text().splitlines())
 
 
 def test_a_finished_job_expires_with_its_result_and_files(client, photo, data_dir):

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.gateway_process import encoded, start_gateway
-from tests.jobs_client import accepted, events, files_of, submit, wait_for, wait_until
+from tests.jobs_client import accepted, events, files_of, slow_log, submit, wait_for, wait_until
 from tests.slow_predictor import start_slow_predictor
 
 CALL_MS = 3000  # a job's one predictor call
@@ -42,10 +42,6 @@ def slow(tmp_path_factory):
 @pytest.fixture(scope="module")
 def photo(astronaut) -> bytes:
     return encoded(astronaut[:48, :64])
-
-
-def slow_log(slow, word: str) -> int:
-    return sum(line.startswith(word) for line in slow[1].read_text().splitlines())
 
 
 def store_url(redis_server, db: int) -> str:

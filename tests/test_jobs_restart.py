@@ -18,7 +18,16 @@ import httpx
 import pytest
 
 from tests.gateway_process import encoded, start_gateway
-from tests.jobs_client import accepted, events, files_of, stored_jobs, submit, wait_for, wait_until
+from tests.jobs_client import (
+    accepted,
+    events,
+    files_of,
+    slow_log,
+    stored_jobs,
+    submit,
+    wait_for,
+    wait_until,
+)
 from tests.slow_predictor import start_slow_predictor
 
 CALL_MS = 3000  # the job that is running when its gateway goes
@@ -37,10 +46,6 @@ def slow(tmp_path_factory):
 @pytest.fixture(scope="module")
 def photo(astronaut) -> bytes:
     return encoded(astronaut[:48, :64])
-
-
-def slow_log(slow, word: str) -> int:
-    return sum(line.startswith(word) for line in slow[1].read_text().splitlines())
 
 
 def gateway(slow, data_dir, tmp, lease_s: float):

@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from tests import test_page_browser as base
 from tests.gateway_process import start_gateway
-from tests.jobs_client import wait_until
+from tests.jobs_client import slow_log, wait_until
 from tests.servers import free_port
 from tests.slow_predictor import start_tiled_slow_predictor
 from tests.test_page_browser import DESKTOP, PHONE, Console
@@ -65,10 +65,6 @@ def page(browser_context, gateway):
     yield page
     page.close()
     assert console.errors == []
-
-
-def slow_log(slow, word: str) -> int:
-    return sum(line.startswith(word) for line in slow[1].read_text().splitlines())
 
 
 def job_in_url(page: Page) -> str:
