@@ -56,6 +56,7 @@ def limited_protocol(
             self._lines = 0
             self._tail = b""
             self._timer = None
+            self._body_done = self._response_done = False
             super().connection_made(transport)
             self._start_timer()
 
@@ -94,9 +95,26 @@ def limited_protocol(
                     self._tail = window[-3:]
             super().data_received(data)
 
+        # The next request's headers start once this request's body is whole and its response
+        # sent: an early answer (413, 503) can go out while the body is still arriving, and
+        # those body bytes are not headers. httptools reports the body's end; with h11 (no
+        # such callback) the response's end stands in for it.
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._body_done = True
+            self._next_request_if_done()
+
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._in_headers, self._seen, self._lines, self._tail = True, 0, 0, b""
+            self._response_done = True
+            if not hasattr(AutoHTTPProtocol, "on_message_complete"):
+                self._body_done = True
+            self._next_request_if_done()
+
+        def _next_request_if_done(self) -> None:
+            if self._body_done and self._response_done:
+                self._body_done = self._response_done = False
+                self._in_headers, self._seen, self._lines, self._tail = True, 0, 0, b""
 
         def connection_lost(self, exc) -> None:
             self._stop_timer()

@@ -13,11 +13,13 @@ import pytest
 from tests.gateway_process import start_gateway
 
 TIMEOUT_S = 1  # the gateway's HEADER_TIMEOUT_S here; the waits below allow far more
+UPLOAD_LIMIT_KB = 48  # MAX_UPLOAD_MB here
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    gw = start_gateway({}, tmp_path_factory.mktemp("gw"), env={"HEADER_TIMEOUT_S": str(TIMEOUT_S)})
+    env = {"HEADER_TIMEOUT_S": str(TIMEOUT_S), "MAX_UPLOAD_MB": str(UPLOAD_LIMIT_KB / 1024)}
+    gw = start_gateway({}, tmp_path_factory.mktemp("gw"), env=env)
     yield gw
     gw.stop()
 
@@ -107,3 +109,20 @@ def test_a_kept_alive_connection_is_timed_from_its_next_request(gateway):
         conn.sendall(b"GET /v2/health/live HTTP/1.1\r\n")  # and no more
         reply = read_until_closed(conn)
     assert reply.startswith(b"HTTP/1.1 408"), reply
+
+
+def test_the_rest_of_a_body_answered_early_is_not_taken_for_headers(gateway):
+    """An upload over the limit is answered 413 while its body still arrives; the body's later
+    bytes, far more than the header limit, are still a body, and the next request on the
+    connection is served."""
+    chunk = b"%x\r\n" % 65536 + bytes(65536) + b"\r\n"
+    with connect(gateway) as conn:
+        conn.sendall(
+            b"POST /restore HTTP/1.1\r\nHost: gateway\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunk
+        )
+        assert read_one_response(conn).startswith(b"HTTP/1.1 413")
+        conn.sendall(chunk * 4 + b"0\r\n\r\n")  # 256 KB more body, then its end
+        conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        reply = read_one_response(conn)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
