@@ -3,9 +3,10 @@ sides, so that a request the gateway lets through is never refused by the predic
 
 from __future__ import annotations
 
-# Tiles overlap by 32 px (predictors' TILE_OVERLAP). Below 4x the overlap a tile's useful
-# centre shrinks fast: at 128 px each pixel is computed about 1.8x, at 64 px 4x, at 8 px the
-# model runs thousands of times on a small photo. 0 still means "the whole image at once".
+# Tiles overlap by 32 px (restore) to 144 px (upscale): each predictor's TILE_OVERLAP. Below
+# 4x the overlap a tile's useful centre shrinks fast: at 128 px each pixel of a restore is
+# computed about 1.8x, at 64 px 4x, at 8 px the model runs thousands of times on a small photo.
+# 0 still means "the whole image at once".
 MIN_TILE_SIZE = 128
 
 # DDColor's input side is 16 x render_factor px and its memory grows with the square of it.
