@@ -197,7 +197,7 @@ class Runner:
             logger.warning("job %s: its gateway stopped while running it; queued again", job_id)
         for job_id in failed:
             logger.error("job %s: its gateway stopped too often while running it; failed", job_id)
-            await self.files.remove(UPLOADS, job_id)
+            await self._forget(UPLOADS, job_id)
         if failed:
             self.on_finish()
         if requeued:
@@ -205,8 +205,19 @@ class Runner:
 
     async def _remove_orphans(self) -> None:
         known = await self.store.ids()
-        for job_id in await self.files.ids(ORPHAN_AGE_S) - known:
-            await self.files.remove_all(job_id)
+        try:
+            for job_id in await self.files.ids(ORPHAN_AGE_S) - known:
+                await self.files.remove_all(job_id)
+        except StoreUnavailable as exc:  # tried again at the next start
+            logger.warning("jobs: files without a job were not removed: %s", exc.detail)
+
+    async def _forget(self, kind: str, job_id: str) -> None:
+        """Remove a file the job no longer needs; one the results store keeps for now goes with
+        the job at its expiry."""
+        try:
+            await self.files.remove(kind, job_id)
+        except StoreUnavailable as exc:
+            logger.warning("job %s: its %s file was not removed: %s", job_id, kind, exc.detail)
 
     # --- one job ------------------------------------------------------------------------------
 
@@ -316,9 +327,9 @@ class Runner:
                 logger.warning("job %s: its end is not written yet: %s", job.id, exc.detail)
                 await asyncio.sleep(self.settings.tick_s)
         if finished is None:  # canceled, deleted or taken over meanwhile: not ours to keep
-            await self.files.remove(RESULTS, job.id)
+            await self._forget(RESULTS, job.id)
             return
-        await self.files.remove(UPLOADS, job.id)
+        await self._forget(UPLOADS, job.id)
         metrics.JOB_RUN_SECONDS.labels(job.task, status).observe(took)
         if status == SUCCEEDED:
             self.seconds_per_job += 0.3 * (took - self.seconds_per_job)
