@@ -246,11 +246,13 @@ class Runner:
         self, op: operations.Operation, predictors, rgb, tracker: Tracker, job_budget
     ) -> Any:
         """The operation's work. A predictor that is unavailable for now (503 with Retry-After:
-        restarting, loading, unreachable) is waited for and the work tried again from its first
-        step, for as long as the job's budget lasts; then the job fails with that 503."""
+        restarting, loading, unreachable) is waited for and the work tried again, for as long
+        as the job's budget lasts; then the job fails with that 503. The steps that had
+        finished are not run again: their answers are kept (StepReports.again)."""
+        reports = StepReports(predictors)
         while True:
             try:
-                return await op.run(StepReports(predictors), rgb)
+                return await op.run(reports, rgb)
             except GatewayError as exc:
                 retry_after = exc.headers.get("Retry-After")
                 left = job_budget.remaining()
@@ -260,6 +262,7 @@ class Runner:
                 tracker.index = 0
                 tracker.set_stage(f"waiting {wait:.0f} s: {exc.detail}")
                 await asyncio.sleep(wait)
+                reports.again()
 
     async def _execute(self, job: Job) -> None:
         state = self.gateway()
