@@ -9,7 +9,9 @@ and runs each through the same operation code as the synchronous route (operatio
 - Budget: each run has JOB_TIMEOUT_S (budget.Budget, carried to every predictor call as its gRPC
   deadline, and around the whole run).
 - A predictor that is unavailable for now (503 with Retry-After) is waited for, the work tried
-  again within the budget: a predictor restart does not fail a backlog of jobs. (A task this
+  again within the budget: a predictor restart does not fail a backlog of jobs. The steps that
+  had finished are not run again (their answers are kept for the retry: tracker.StepReports).
+  The waiting job keeps its JOBS_CONCURRENCY slot (jobs queued behind it wait too). (A task this
   gateway does not serve at all is refused at submission, as the synchronous route refuses it.)
 - Cancel: the job's asyncio task is cancelled, which cancels its gRPC call; the predictor stops
   within a tile. A cancel made by another process is seen at the next lease renewal.
