@@ -1,6 +1,6 @@
 """A job whose predictor is unavailable for now waits for it, then goes on from the step it
 was at: the pipeline's steps that had finished are not run again (jobs/runner.py, the answers
-kept by jobs/tracker.StepReports).
+kept by jobs/tracker.StepReports); while it waits, its JOBS_CONCURRENCY slot serves other jobs.
 
 Real processes: the gateway; tests/slow_predictor.py as the restore predictor; the upscale
 predictor's address is a closed port until the test starts a second slow predictor there. Each
@@ -41,11 +41,15 @@ def test_a_pipeline_waiting_for_its_upscale_predictor_does_not_restore_again(ast
 
             wait_until(lambda: "upscale model is not available" in stage(), within_s=60)
             assert slow_log(restore_log, "done") == 1
+            # Waiting, it holds no slot (JOBS_CONCURRENCY=1): a job for another predictor runs.
+            other = accepted(submit(client, "/restore", photo, tile_size=STEP_MS))
+            assert wait_for(client, other, ("succeeded", "failed"))["status"] == "succeeded"
+            assert client.get(job["urls"]["self"]).json()["status"] == "running"
             upscale, _ = start_slow_predictor(tmp_path / "upscale.log", upscale_port)
             # The gateway tries again after the predictor's Retry-After (10 s).
             done = wait_for(client, job, ("succeeded", "failed"), within_s=120)
             assert done["status"] == "succeeded", done
-            assert slow_log(restore_log, "start") == 1, "the restore step ran again"
+            assert slow_log(restore_log, "start") == 2, "the restore step ran again"
             assert slow_log((None, tmp_path / "upscale.log"), "done") == 1
             result = client.get(job["urls"]["result"])
             assert result.headers["x-steps"] == "restore,upscale x4,resize 200x150"

@@ -11,8 +11,10 @@ and runs each through the same operation code as the synchronous route (operatio
 - A predictor that is unavailable for now (503 with Retry-After) is waited for, the work tried
   again within the budget: a predictor restart does not fail a backlog of jobs. The steps that
   had finished are not run again (their answers are kept for the retry: tracker.StepReports).
-  The waiting job keeps its JOBS_CONCURRENCY slot (jobs queued behind it wait too). (A task this
-  gateway does not serve at all is refused at submission, as the synchronous route refuses it.)
+  While it waits it does not count against JOBS_CONCURRENCY, so jobs for other predictors run
+  meanwhile; at most JOBS_CONCURRENCY more jobs wait so (their uploads decoded in memory). (A
+  task this gateway does not serve at all is refused at submission, as the synchronous route
+  refuses it.)
 - Cancel: the job's asyncio task is cancelled, which cancels its gRPC call; the predictor stops
   within a tile. A cancel made by another process is seen at the next lease renewal.
 - Restarts: a running job holds a lease, renewed every JobSettings.tick_s. A job whose gateway
@@ -102,6 +104,7 @@ class Runner:
         self.gateway = gateway  # () -> routes.State: the gateway's settings and predictors
         self.owner = uuid.uuid4().hex
         self.running: dict[str, asyncio.Task] = {}
+        self.waiting: set[str] = set()  # running jobs waiting for a predictor (no slot held)
         self.seconds_per_job = 10.0  # moving average of a run, for Retry-After
         self.stopping = False
         self._wake = asyncio.Event()
@@ -154,7 +157,7 @@ class Runner:
         while True:
             self._wake.clear()
             try:
-                while len(self.running) < self.settings.concurrency:
+                while self._has_room():
                     job = await self.store.claim(self.owner, self.settings.lease_s)
                     if job is None:
                         break
@@ -167,6 +170,13 @@ class Runner:
             # Woken by a submission or a finished job; polls for other processes' submissions.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.tick_s)
+
+    def _has_room(self) -> bool:
+        """A job may be claimed: fewer than JOBS_CONCURRENCY at work, and fewer than as many
+        again waiting for a predictor."""
+        at_work = len(self.running) - len(self.waiting)
+        concurrency = self.settings.concurrency
+        return at_work < concurrency and len(self.running) < 2 * concurrency
 
     async def _tick_loop(self) -> None:
         while True:
@@ -245,12 +255,13 @@ class Runner:
             self.on_finish()
 
     async def _operate(
-        self, op: operations.Operation, predictors, rgb, tracker: Tracker, job_budget
+        self, job: Job, op: operations.Operation, predictors, rgb, tracker: Tracker, job_budget
     ) -> Any:
         """The operation's work. A predictor that is unavailable for now (503 with Retry-After:
         restarting, loading, unreachable) is waited for and the work tried again, for as long
         as the job's budget lasts; then the job fails with that 503. The steps that had
-        finished are not run again: their answers are kept (StepReports.again)."""
+        finished are not run again: their answers are kept (StepReports.again). While it waits
+        its slot is free for another job."""
         reports = StepReports(predictors)
         while True:
             try:
@@ -263,7 +274,12 @@ class Runner:
                 wait = min(float(retry_after), left - 0.5)
                 tracker.index = 0
                 tracker.set_stage(f"waiting {wait:.0f} s: {exc.detail}")
-                await asyncio.sleep(wait)
+                self.waiting.add(job.id)
+                self.wake()
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    self.waiting.discard(job.id)
                 reports.again()
 
     async def _execute(self, job: Job) -> None:
@@ -289,7 +305,9 @@ class Runner:
                 tracker.steps = op.steps(decoded.rgb)
                 progress.current.set(tracker.listener)
                 tracker.set_stage("started")
-                out = await self._operate(op, state.predictors, decoded.rgb, tracker, job_budget)
+                out = await self._operate(
+                    job, op, state.predictors, decoded.rgb, tracker, job_budget
+                )
                 answer = await operations.encode(op, decoded, out, started)
                 del decoded, out
                 await self.files.put(RESULTS, job.id, answer.body)
