@@ -45,9 +45,11 @@ ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2])).start(
 """
 
 
-def start_slow_predictor(log_path: Path) -> tuple[subprocess.Popen, str]:
-    """The server, ready; returns the process and its gRPC address."""
-    return start_script_server(SLOW_PREDICTOR, [], log_path)
+def start_slow_predictor(
+    log_path: Path, grpc_port: int | None = None
+) -> tuple[subprocess.Popen, str]:
+    """The server, ready; returns the process and its gRPC address (grpc_port when given)."""
+    return start_script_server(SLOW_PREDICTOR, [], log_path, grpc_port)
 
 
 # The same, served by the predictors' own gRPC server (predictors/v2grpc.py), which also answers

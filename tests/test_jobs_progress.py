@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
+import pytest
+
 from transformer import progress
+from transformer.errors import GatewayError
 from transformer.jobs.tracker import SCALE, StepReports, Tracker
+from transformer.predictors import Answer
+
+IMAGE = np.zeros((4, 6, 3), np.uint8)
 
 
 class Recorder:
@@ -47,7 +54,7 @@ def run_steps(tasks: list[str], calls: Calls, start_done: int = 0) -> Recorder:
         reporting = StepReports(calls)
         assert reporting.settings is calls.settings  # everything else is the predictors' own
         for task in tasks:
-            assert await reporting.infer(task, None, {}) == f"{task} answer"
+            assert await reporting.infer(task, IMAGE, {}) == f"{task} answer"
 
     asyncio.run(job())
     return recorder
@@ -86,3 +93,52 @@ def test_progress_never_goes_backwards_also_when_a_job_runs_again():
     tracker.listener("upscale", 2, 48, "tile 2 of 48")  # a retried call starts again
     assert recorder.seen[-1][0] == recorder.seen[0][0] == 625
     assert recorder.seen[-1][2] == "upscale: tile 2 of 48"
+
+
+class Unavailable:
+    """Predictor calls where `down` answers 503 (unavailable for now) until it is brought up;
+    every call that reached a predictor is counted."""
+
+    settings = object()
+
+    def __init__(self, down: str):
+        self.down = down
+        self.calls: list[str] = []
+
+    async def infer(self, task, image, parameters):
+        if task == self.down:
+            raise GatewayError(503, f"the {task} model is not available", {"Retry-After": "1"})
+        self.calls.append(task)
+        return Answer(image + 1, {}, 0.0)
+
+
+def test_a_step_tried_again_does_not_run_the_steps_before_it_again():
+    """What the runner does while a predictor is away: the operation starts over, and the calls
+    it made already answer from what was kept (the same task, parameters and image)."""
+    calls = Unavailable("upscale")
+    reporting = StepReports(calls)
+
+    async def pipeline(image, factor=4):
+        restored = (await reporting.infer("restore", image, {"tile_size": 0})).image
+        return (await reporting.infer("upscale", restored, {"scale": factor})).image
+
+    async def scenario():
+        with pytest.raises(GatewayError):
+            await pipeline(IMAGE)
+        reporting.again()
+        with pytest.raises(GatewayError):
+            await pipeline(IMAGE)
+        calls.down = None
+        reporting.again()
+        out = await pipeline(IMAGE)
+        assert reporting.replayed == 2
+        # Another input or other parameters: run again, not answered from the kept ones.
+        reporting.again()
+        await pipeline(IMAGE + 7)
+        reporting.again()
+        await pipeline(IMAGE + 7, factor=2)
+        return out
+
+    out = asyncio.run(scenario())
+    assert np.array_equal(out, IMAGE + 2)
+    assert calls.calls == ["restore", "upscale", "restore", "upscale", "upscale"]

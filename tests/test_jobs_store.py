@@ -180,10 +180,17 @@ def test_settings_urls_and_mistakes(tmp_path):
     assert settings.store_path is None and settings.store_url.endswith("6379/2")
     assert "secret" not in redacted(settings.store_url)
     assert isinstance(open_store(settings), RedisJobStore)
+    settings = JobSettings.from_env(
+        {"RESULTS_STORE": "s3://photo-results/jobs/eu", "AWS_ENDPOINT_URL": "http://minio:9000"}
+    )
+    assert settings.files_dir is None and settings.results_s3.url == "s3://photo-results/jobs/eu/"
+    assert settings.results_s3.endpoint_url == "http://minio:9000"
     for env, words in (
         ({"JOBS_STORE": "redis:///6379"}, "redis://HOST"),
         ({"JOBS_STORE": "postgres://db/jobs"}, "sqlite:///ABSOLUTE/PATH .* or redis://"),
-        ({"RESULTS_STORE": "s3://bucket/prefix"}, "not built yet"),
+        ({"RESULTS_STORE": "s3://Bad_Bucket/prefix"}, "s3://BUCKET"),
+        ({"RESULTS_STORE": "gs://bucket/prefix"}, "file:///ABSOLUTE/PATH or s3://"),
+        ({"RESULTS_PRESIGNED_S": "60"}, "needs RESULTS_STORE=s3://"),
         ({"JOBS_STORE": "jobs.db"}, "sqlite:///"),
         ({"MAX_JOBS_QUEUED": "0"}, ">= 1"),
         ({"JOB_TTL_S": "soon"}, "number"),
@@ -209,5 +216,40 @@ def test_a_redis_that_does_not_answer_is_a_503_and_changes_nothing(redis_server)
             redis_server.resume()
         assert await store.ids() == {job.id}
         await store.close()
+
+    run(scenario())
+
+
+def test_a_webhook_is_due_when_its_job_ends_and_held_while_it_is_delivered(opened):
+    async def scenario():
+        store, other = await opened(), await opened()
+        job, _ = await store.add(Job.new("upscale", {}, webhook="https://example.com/"), 10)
+        quiet, _ = await store.add(Job.new("upscale", {}), 10)
+        assert await store.claim_webhook(time.time(), 30) == (None, None)  # not ended yet
+        await store.claim("a", 30)
+        await store.claim("a", 30)
+        for ended in (job, quiet):
+            await store.finish(ended.id, "a", "succeeded", 60, progress=(1, 1, "done"))
+        due, _ = await other.claim_webhook(time.time(), 30)  # any replica may deliver it
+        assert due.id == job.id and due.webhook_attempts == 1 and due.webhook_state == "pending"
+        again, next_at = await store.claim_webhook(time.time(), 30)
+        assert again is None and next_at > time.time() + 20  # held while its attempt runs
+        await other.set_webhook(job.id, "pending", time.time() + 0.2)  # failed: retried soon
+        assert (await store.claim_webhook(time.time(), 30))[0] is None
+        await asyncio.sleep(0.3)
+        retried, _ = await store.claim_webhook(time.time(), 30)
+        assert retried.id == job.id and retried.webhook_attempts == 2
+        await store.set_webhook(job.id, "delivered", None)
+        assert await other.claim_webhook(time.time(), 30) == (None, None)
+        assert (await other.get(job.id)).webhook_state == "delivered"
+        # A canceled job's webhook is due too; a deleted job's is gone with it.
+        canceled, _ = await store.add(Job.new("upscale", {}, webhook="https://example.com/"), 10)
+        await store.cancel(canceled.id, 60)
+        await store.delete(canceled.id)
+        await store.set_webhook(canceled.id, "pending", time.time())  # a late deliverer
+        assert await other.claim_webhook(time.time(), 30) == (None, None)
+        assert await store.get(canceled.id) is None
+        await store.close()
+        await other.close()
 
     run(scenario())

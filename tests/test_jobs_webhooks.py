@@ -571,3 +571,69 @@ def test_a_pending_delivery_survives_a_killed_gateway(slow, photo, receivers, tm
         first.stop()
         flaky.close()
     assert json.loads(flaky.requests[1][2])["id"] == job["id"]
+
+
+# --- several replicas on Redis ----------------------------------------------------------------
+
+
+def test_webhooks_with_the_redis_store_are_delivered_once_and_survive_a_killed_replica(
+    slow, photo, receivers, redis_server, tmp_path
+):
+    """Two gateway replicas on one Redis (JOBS_STORE=redis://): every job's webhook is delivered
+    once, signed; a delivery that failed on a replica killed (-9) before its retry is made by the
+    other replica."""
+    ok, flaky = receivers["ok"], Receiver([500])
+    env = _env(receivers, tmp_path / "unused", WEBHOOK_BACKOFF_S="3,0.5")
+    env["WEBHOOK_ALLOWED_HOSTS"] += f",127.0.0.1:{flaky.port}"
+    env |= {
+        "JOBS_STORE": f"{redis_server.url.rsplit('/', 1)[0]}/5",
+        "RESULTS_STORE": f"file://{tmp_path / 'shared-results'}",
+    }
+    replicas = [start_gateway({"upscale": slow}, tmp_path, env) for _ in range(2)]
+    try:
+        clients = [httpx.Client(base_url=r.url, timeout=60) for r in replicas]
+        before = len(ok.requests)
+        jobs = [
+            accepted(submit(c, "/upscale", photo, scale=1, tile_size=STEP_MS, webhook=ok.url("/r")))
+            for c in clients * 2
+        ]
+        wait_until(lambda: len(ok.requests) - before >= len(jobs), within_s=60)
+        time.sleep(1.0)  # nothing more comes
+        received = [verified(r) for r in ok.requests[before:]]
+        assert sorted(p["id"] for p in received) == sorted(j["id"] for j in jobs)
+        for payload in received:
+            assert payload["status"] in ENDED
+            assert payload == clients[0].get(payload["urls"]["self"]).json()
+
+        # The first attempt fails (500); its replica is killed before the retry (3 s later).
+        job = accepted(
+            submit(clients[0], "/upscale", photo, scale=1, tile_size=STEP_MS, webhook=flaky.url())
+        )
+        wait_until(lambda: len(flaky.requests) >= 1, within_s=60)
+        attempted = [r for r in replicas if f"job {job['id']}: webhook to" in r.log()]
+        (victim,) = attempted or wait_until_one(replicas, job)
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
+        (survivor,) = [r for r in replicas if r is not victim]
+        wait_until(lambda: len(flaky.requests) >= 2, within_s=60)
+        assert verified(flaky.requests[1])["id"] == job["id"]
+        assert {h["webhook-id"] for _, h, _ in flaky.requests} == {f"msg_{job['id']}"}
+        wait_until(lambda: f"job {job['id']}: webhook delivered" in survivor.log(), within_s=10)
+    finally:
+        for c in clients:
+            c.close()
+        for r in replicas:
+            r.stop()
+        flaky.close()
+
+
+def wait_until_one(replicas, job: dict) -> list:
+    """The replica whose log says it attempted the job's webhook (logged just after)."""
+    found: list = []
+
+    def logged() -> bool:
+        found[:] = [r for r in replicas if f"job {job['id']}: webhook to" in r.log()]
+        return len(found) == 1
+
+    wait_until(logged, within_s=10)
+    return found

@@ -542,10 +542,19 @@ WEBHOOKS = [
     *("--set", "jobs.webhooks.enabled=true", "--set", "jobs.webhooks.existingSecret=hooks"),
     *("--set", "jobs.webhooks.allowedHosts={receiver.batch.svc:8080,hooks.example.com}"),
 ]
+REDIS_S3_AWS = [
+    *("--set", "jobs.store=redis", "--set", "jobs.redis.existingSecret=jobs-redis"),
+    *("--set", "jobs.results.s3.bucket=photo-jobs", "--set", "transformer.replicas=3"),
+    *("--set", "jobs.results.s3.prefix=/team-a/jobs/", "--set", "jobs.results.s3.region=eu-west-1"),
+    *("--set", "jobs.results.s3.existingSecret=jobs-s3"),
+]
+REDIS_S3 = [*REDIS_S3_AWS, "--set", "jobs.results.s3.endpoint=http://minio.storage:9000"]
 STORES = {
     "embedded": [],
     "redis-secret": REDIS_SECRET,
     "redis-autoscaling": REDIS_AUTOSCALING,
+    "redis-s3": REDIS_S3,
+    "redis-webhooks": [*REDIS_SECRET, *WEBHOOKS],
     "embedded-webhooks": WEBHOOKS,
 }
 
@@ -586,7 +595,7 @@ def test_each_job_store_renders_lints_and_validates(store):
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == DATA_DIR]
     assert not mount.get("readOnly")
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    claim = volumes[mount["name"]].get("persistentVolumeClaim", {}).get("claimName")
     pvcs = by_kind(objs, "PersistentVolumeClaim")
     spec = deployment["spec"]
     if store.startswith("embedded"):
@@ -595,6 +604,9 @@ def test_each_job_store_renders_lints_and_validates(store):
         assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
         assert not by_kind(objs, "HorizontalPodAutoscaler")
         assert not by_kind(objs, "PodDisruptionBudget"), "one replica: it would block drains"
+    elif store == "redis-s3":  # uploads and results in the bucket: no volume shared
+        assert not pvcs and "emptyDir" in volumes[mount["name"]]
+        assert env["RESULTS_STORE"]["value"] == "s3://photo-jobs/team-a/jobs"
     else:
         assert not pvcs and claim == "jobs-rwx"  # uploads and results shared by the replicas
         assert "strategy" not in spec
@@ -615,12 +627,15 @@ def test_embedded_is_the_default_and_kind_uses_it():
         (["--set", "transformer.replicas=2"], "use jobs.store=redis"),
         (["--set", "transformer.autoscaling.enabled=true"], "use jobs.store=redis"),
         (["--set", "jobs.store=redis", "--set", "jobs.results.existingClaim=x"], "existingSecret"),
-        (["--set", "jobs.store=redis", "--set", "jobs.redis.existingSecret=x"], "existingClaim"),
+        (["--set", "jobs.store=redis", "--set", "jobs.redis.existingSecret=x"], "s3.bucket"),
+        ([*REDIS_S3, "--set", "jobs.results.existingClaim=x"], "not both"),
+        (["--set", "jobs.results.s3.presignedSeconds=60"], "needs jobs.results.s3.bucket"),
+        (["--set", "jobs.results.s3.bucket=Not_A_Bucket"], "bucket"),
+        (["--set", "jobs.results.s3.endpoint=minio:9000"], "endpoint"),
         (["--set", "valkey.enabled=true"], "additional properties 'valkey'"),  # no bundled Valkey
         (["--set", "jobs.store=s3"], "jobs/store"),
-        (["--set", "jobs.results.s3.bucket=x"], "s3"),
+        (["--set", "jobs.results.s3.bucket_name=x"], "s3"),
         (["--set", "jobs.webhooks.enabled=true"], "jobs.webhooks.existingSecret"),
-        ([*REDIS_SECRET, *WEBHOOKS], "Redis store sends no webhooks yet"),
         (["--set", "jobs.concurrency=0"], "concurrency"),
         (["--set", "jobs.webhooks.allowedHosts={http://x/}"], "allowedHosts"),
     ],
@@ -670,6 +685,35 @@ def test_redis_url_and_webhook_secret_come_from_secrets():
 
     assert parse_allowed(allowed) == {("receiver.batch.svc", 8080), ("hooks.example.com", None)}
     assert "value" not in env["WEBHOOK_SECRET"] and "value" not in env.get("JOBS_STORE", {})
+
+
+def test_the_results_bucket_and_its_credentials_come_from_values_and_a_secret():
+    objs = render("default", *REDIS_S3, "--set", "jobs.results.s3.presignedSeconds=300")
+    env = _env(_gateway(objs)[1])
+    for name, key in (
+        ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ):
+        assert env[name] == {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": "jobs-s3", "key": key}},
+        }
+    from transformer.jobs.config import JobSettings, S3Location
+
+    plain = {k: e["value"] for k, e in env.items() if "value" in e}
+    settings = JobSettings.from_env(plain)
+    assert settings.results_s3 == S3Location(
+        "photo-jobs", "team-a/jobs/", "http://minio.storage:9000"
+    )
+    assert settings.results_presigned_s == 300 and settings.files_dir is None
+    assert plain["AWS_REGION"] == "eu-west-1"
+    # The gateway may reach the bucket's endpoint port (and, on AWS, 443).
+    ports = [p["port"] for r in _egress_rules(objs) if "to" not in r for p in r.get("ports", [])]
+    assert 9000 in ports
+    env = _env(_gateway(render("default", *REDIS_S3_AWS))[1])
+    assert "AWS_ENDPOINT_URL_S3" not in env and "RESULTS_PRESIGNED_S" not in env
+    rules = _egress_rules(render("default", *REDIS_S3_AWS))
+    assert 443 in [p["port"] for r in rules if "to" not in r for p in r.get("ports", [])]
 
 
 def test_chart_declares_no_dependencies_and_ships_no_subcharts():

@@ -6,7 +6,8 @@
 - store.py: the store interface (small enough for a Redis implementation) and `open_store`;
   sqlite.py: the embedded store (JOBS_STORE=sqlite:///PATH); redis_store.py: the shared one for
   several gateway replicas (JOBS_STORE=redis://...).
-- files.py: uploads and results as files (RESULTS_STORE=file:///DIR).
+- files.py: uploads and results as files (RESULTS_STORE=file:///DIR); s3_files.py: as objects
+  in an S3-compatible bucket (RESULTS_STORE=s3://BUCKET/PREFIX), for several replicas.
 - runner.py: pulls queued jobs from the store and runs them, a bounded number at a time, through
   the same operations as the synchronous routes (operations.py), with leases so that a job whose
   gateway died is run again (at least once).

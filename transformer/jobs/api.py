@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import budget, metrics, operations
 from ..errors import GatewayError
@@ -76,8 +76,6 @@ async def _webhook(request: Request, jobs: service.Jobs) -> str | None:
         return None
     if len(urls) > 1:
         raise GatewayError(422, "webhook: give one URL, not several")
-    if not jobs.store.SUPPORTS_WEBHOOKS:
-        raise GatewayError(422, "webhook: not available with this gateway's job store (Redis)")
     try:
         await jobs.webhooks.check(urls[0])
     except Refused as exc:
@@ -204,12 +202,9 @@ async def get_result(job_id: JobId) -> Response:
     try:
         jobs, job = await _job(job_id)
         if job.status == SUCCEEDED:
-            path = jobs.files.path(RESULTS, job.id)
-            if not await jobs.files.exists(RESULTS, job.id):
-                raise GatewayError(404, f"the result of job {job.id} is gone (JOB_TTL_S)")
             meta = job.result or {}
-            return FileResponse(
-                path, media_type=meta.get("media_type"), headers=meta.get("headers", {})
+            return await jobs.files.response(
+                RESULTS, job.id, meta.get("media_type"), meta.get("headers", {})
             )
         if job.status in (QUEUED, RUNNING):
             raise GatewayError(
@@ -320,6 +315,9 @@ async def delete_job(job_id: JobId) -> Response:
         await jobs.store.delete(job_id)
     except GatewayError as exc:
         return _error(exc)
-    await jobs.files.remove_all(job_id)
+    try:
+        await jobs.files.remove_all(job_id)
+    except StoreUnavailable as exc:  # the job is gone; its files go at the next start
+        logger.warning("job %s: its files were not removed: %s", job_id, exc.detail)
     logger.info("job %s: deleted", job_id)
     return Response(status_code=204)

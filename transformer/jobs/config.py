@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,6 +25,7 @@ DEFAULT_LEASE_S = 10.0
 DEFAULT_MAX_ATTEMPTS = 3  # runs of one job cut short by a dying gateway before it fails
 # Webhook retries: the delays after each failed attempt (five attempts over about a minute).
 DEFAULT_WEBHOOK_BACKOFF_S = (2.0, 5.0, 15.0, 40.0)
+MAX_PRESIGNED_S = 604_800.0  # SigV4 presigned URLs live at most 7 days
 MIN_SECRET_BYTES = 24  # Standard Webhooks: secrets of 24 to 64 random bytes
 
 
@@ -38,13 +40,46 @@ def default_data_dir(env: dict[str, str]) -> Path:
 def _path_of(url: str, scheme: str, name: str) -> Path:
     parsed = urlparse(url)
     if parsed.scheme != scheme or parsed.netloc or not parsed.path:
-        if parsed.scheme == "s3":
-            raise ValueError(
-                f"{name}={url}: s3:// stores are not built yet; use {scheme}:///ABSOLUTE/PATH "
-                "(for several gateway replicas: a directory on a volume they all mount)"
-            )
         raise ValueError(f"{name} must be {scheme}:///ABSOLUTE/PATH, got {url!r}")
     return Path(parsed.path)
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """RESULTS_STORE=s3://BUCKET[/PREFIX]: where uploads and results go in an S3-compatible
+    bucket. The endpoint comes from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (MinIO, Ceph, R2,
+    ...; unset: AWS itself); credentials and region from boto3's usual chain (AWS_ACCESS_KEY_ID
+    and AWS_SECRET_ACCESS_KEY, a web identity token, an instance role; AWS_REGION)."""
+
+    bucket: str
+    prefix: str  # "" or "some/prefix/"
+    endpoint_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+# S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens.
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _results(url: str, env: dict[str, str]) -> tuple[Path | None, S3Location | None]:
+    """RESULTS_STORE: file:///DIR (a directory) or s3://BUCKET[/PREFIX] (a bucket)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3":
+        if parsed.scheme != "file":
+            raise ValueError(
+                f"RESULTS_STORE must be file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX], got {url!r}"
+            )
+        return _path_of(url, "file", "RESULTS_STORE"), None
+    if not BUCKET.fullmatch(parsed.netloc) or parsed.query or parsed.fragment:
+        raise ValueError(f"RESULTS_STORE must be s3://BUCKET[/PREFIX], got {url!r}")
+    prefix = parsed.path.strip("/")
+    endpoint = env.get("AWS_ENDPOINT_URL_S3", "").strip() or env.get("AWS_ENDPOINT_URL", "").strip()
+    if endpoint and urlparse(endpoint).scheme not in ("http", "https"):
+        raise ValueError(f"AWS_ENDPOINT_URL_S3 must be http(s)://HOST[:PORT], got {endpoint!r}")
+    return None, S3Location(parsed.netloc, f"{prefix}/" if prefix else "", endpoint or None)
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -100,7 +135,7 @@ def _delays(env: dict[str, str], name: str, default: tuple[float, ...]) -> tuple
 @dataclass
 class JobSettings:
     store_path: Path | None  # JOBS_STORE=sqlite:///PATH; None for redis://
-    files_dir: Path  # RESULTS_STORE=file:///DIR: uploads/ and results/
+    files_dir: Path | None  # RESULTS_STORE=file:///DIR: uploads/ and results/; None for s3://
     ttl_s: float = DEFAULT_TTL_S
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_queued: int = DEFAULT_MAX_QUEUED
@@ -111,6 +146,10 @@ class JobSettings:
     webhook_secret: str | None = None  # WEBHOOK_SECRET; webhooks are refused without it
     webhook_allowed_hosts: frozenset = frozenset()  # WEBHOOK_ALLOWED_HOSTS: {(host, port|None)}
     webhook_backoff_s: tuple[float, ...] = DEFAULT_WEBHOOK_BACKOFF_S
+    results_s3: S3Location | None = None  # RESULTS_STORE=s3://BUCKET[/PREFIX]
+    # RESULTS_PRESIGNED_S: with an s3:// store, GET .../result answers 307 to a presigned URL
+    # valid this long instead of streaming the object through the gateway; 0 (default): stream.
+    results_presigned_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.store_url and self.store_path is not None:
@@ -128,10 +167,18 @@ class JobSettings:
         store = env.get("JOBS_STORE", "").strip() or f"sqlite://{data / 'jobs.sqlite3'}"
         files = env.get("RESULTS_STORE", "").strip() or f"file://{data / 'files'}"
         store_url, store_path = _store(store)
+        files_dir, results_s3 = _results(files, env)
+        presigned = _env_float(env, "RESULTS_PRESIGNED_S", 0.0)
+        if presigned and results_s3 is None:
+            raise ValueError("RESULTS_PRESIGNED_S needs RESULTS_STORE=s3://BUCKET[/PREFIX]")
+        if presigned > MAX_PRESIGNED_S:
+            raise ValueError(f"RESULTS_PRESIGNED_S: 0 to {MAX_PRESIGNED_S:.0f} s (7 days)")
         return cls(
             store_path=store_path,
             store_url=store_url,
-            files_dir=_path_of(files, "file", "RESULTS_STORE"),
+            files_dir=files_dir,
+            results_s3=results_s3,
+            results_presigned_s=presigned,
             ttl_s=_env_float(env, "JOB_TTL_S", DEFAULT_TTL_S),
             timeout_s=_env_float(env, "JOB_TIMEOUT_S", DEFAULT_TIMEOUT_S),
             max_queued=_env_int(env, "MAX_JOBS_QUEUED", DEFAULT_MAX_QUEUED, 1),

@@ -1,6 +1,7 @@
 """A job's upload and result as files (RESULTS_STORE=file:///DIR): DIR/uploads/ID and
-DIR/results/ID. The upload is written when the job is accepted, so queued jobs hold no memory;
-the result is written once and served from disk (never kept in memory beyond one request).
+DIR/results/ID (s3_files.py: the same in a bucket, RESULTS_STORE=s3://...). The upload is
+written when the job is accepted, so queued jobs hold no memory; the result is written once and
+served from disk (never kept in memory beyond one request).
 
 Writes go to a temporary name, are flushed to disk (fsync) and then renamed, so a file under its
 final name is always whole, also after a crash. All file work runs in a thread.
@@ -13,6 +14,11 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+from fastapi.responses import FileResponse, Response
+
+from ..errors import GatewayError
 
 UPLOADS, RESULTS = "uploads", "results"
 
@@ -33,6 +39,10 @@ class FileStore:
     def path(self, kind: str, job_id: str) -> Path:
         return self.root / kind / job_id
 
+    @property
+    def description(self) -> str:
+        return f"file://{self.root}"
+
     def _open(self) -> None:
         for kind in (UPLOADS, RESULTS):
             (self.root / kind).mkdir(parents=True, exist_ok=True)
@@ -48,6 +58,14 @@ class FileStore:
 
     async def exists(self, kind: str, job_id: str) -> bool:
         return await asyncio.to_thread(self.path(kind, job_id).is_file)
+
+    async def response(
+        self, kind: str, job_id: str, media_type: str | None, headers: dict[str, str]
+    ) -> Response:
+        """The file as an answer, read from disk as it is sent."""
+        if not await self.exists(kind, job_id):
+            raise GatewayError(404, f"the result of job {job_id} is gone (JOB_TTL_S)")
+        return FileResponse(self.path(kind, job_id), media_type=media_type, headers=headers)
 
     async def remove(self, kind: str, job_id: str) -> None:
         def unlink() -> None:
@@ -84,3 +102,12 @@ class FileStore:
                         (self.root / kind / name).unlink()
 
         await asyncio.to_thread(unlink)
+
+
+def open_files(settings: Any) -> Any:
+    """The files store RESULTS_STORE names (settings: JobSettings): a directory or a bucket."""
+    if settings.results_s3 is not None:
+        from .s3_files import S3FileStore
+
+        return S3FileStore(settings.results_s3, settings.results_presigned_s)
+    return FileStore(settings.files_dir)

@@ -6,6 +6,8 @@ Layout, under one key prefix (`photo-enhance:{jobs}:`, one hash slot):
 - `running`: the running ids, scored by their lease's end (Redis server time);
 - `done:succeeded|failed|canceled`: the finished ids, scored by expires_at;
 - `keys`: Idempotency-Key -> id; `all`: every id (orphan files are those of no id);
+- `webhooks`: the ids of finished jobs whose webhook delivery is pending, scored by when it is due
+  (marked in the script that ends the job; webhooks.Deliverer claims them, any replica);
 - channel `changed`: the id of every job that changed (wakes `wait` in every replica at once;
   without it, `wait` polls every POLL_S).
 
@@ -44,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -58,13 +61,13 @@ from .store import JobStore, QueueFull, StoreUnavailable, redacted
 logger = logging.getLogger("transformer.jobs")
 
 PREFIX = "photo-enhance:{jobs}:"
-INTS = ("done", "total", "version", "attempts")
-FLOATS = ("created_at", "started_at", "finished_at", "lease_until", "expires_at")
+INTS = ("done", "total", "version", "attempts", "webhook_attempts")
+FLOATS = ("created_at", "started_at", "finished_at", "lease_until", "expires_at", "webhook_next_at")
 JSONS = ("params", "error", "result")
 FIELDS = (
     "id", "task", "params", "status", "done", "total", "stage", "created_at", "started_at",
     "finished_at", "error", "version", "attempts", "owner", "lease_until", "expires_at",
-    "idempotency_key", "result",
+    "idempotency_key", "result", "webhook", "webhook_state", "webhook_attempts", "webhook_next_at",
 )  # fmt: skip
 # An unreachable Redis is noticed this fast unless the URL says otherwise (?socket_timeout=...).
 DEFAULT_TIMEOUT_S = 5.0
@@ -81,6 +84,14 @@ local function live(key)
   return (not exp) or tonumber(exp) > now
 end
 local function changed(id) redis.call('PUBLISH', p .. 'changed', id) end
+-- A job that ends: its webhook (if it has one) is due now.
+local function webhook_due(id)
+  local key = p .. 'job:' .. id
+  if redis.call('HEXISTS', key, 'webhook') == 1 then
+    redis.call('HSET', key, 'webhook_state', 'pending', 'webhook_next_at', num(now))
+    redis.call('ZADD', p .. 'webhooks', num(now), id)
+  end
+end
 """
 
 ADD = (
@@ -189,6 +200,7 @@ if ARGV[10] ~= '' then redis.call('HSET', key, 'result', ARGV[10]) end
 redis.call('HINCRBY', key, 'version', 1)
 redis.call('ZREM', p .. 'running', id)
 redis.call('ZADD', p .. 'done:' .. status, num(now + ttl), id)
+webhook_due(id)
 changed(id)
 return redis.call('HGETALL', key)
 """
@@ -209,6 +221,7 @@ if status == 'queued' or status == 'running' then
   redis.call('ZREM', p .. 'queue', id)
   redis.call('ZREM', p .. 'running', id)
   redis.call('ZADD', p .. 'done:canceled', num(now + ttl), id)
+  webhook_due(id)
   changed(id)
 end
 return redis.call('HGETALL', key)
@@ -251,6 +264,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'running', '-inf', '(' .. n
         'expires_at', num(now + ttl), 'stage', 'failed',
         'error', cjson.encode({status = 500, detail = detail}))
       redis.call('ZADD', p .. 'done:failed', num(now + ttl), id)
+      webhook_due(id)
       failed[#failed + 1] = id
     else
       redis.call('HSET', key, 'status', 'queued', 'stage', ARGV[4])
@@ -278,6 +292,7 @@ redis.call('ZREM', p .. 'running', id)
 for _, status in ipairs({'succeeded', 'failed', 'canceled'}) do
   redis.call('ZREM', p .. 'done:' .. status, id)
 end
+redis.call('ZREM', p .. 'webhooks', id)
 redis.call('SREM', p .. 'all', id)
 local existed = redis.call('DEL', key)
 changed(id)
@@ -311,6 +326,49 @@ return out
 """
 )
 
+# Times cross as delays (seconds from now), so that due dates are on the Redis server's clock.
+CLAIM_WEBHOOK = (
+    LUA_HEAD
+    + """
+local hold = tonumber(ARGV[2])
+while true do
+  local first = redis.call('ZRANGE', p .. 'webhooks', 0, 0, 'WITHSCORES')
+  if #first == 0 then return {false, false} end
+  local id, due = first[1], tonumber(first[2])
+  local key = p .. 'job:' .. id
+  if redis.call('HGET', key, 'webhook_state') ~= 'pending' then
+    redis.call('ZREM', p .. 'webhooks', id)
+  elseif due > now then
+    return {false, num(due - now)}
+  else
+    redis.call('ZADD', p .. 'webhooks', num(now + hold), id)
+    redis.call('HSET', key, 'webhook_next_at', num(now + hold))
+    redis.call('HINCRBY', key, 'webhook_attempts', 1)
+    return {redis.call('HGETALL', key), false}
+  end
+end
+"""
+)
+
+SET_WEBHOOK = (
+    LUA_HEAD
+    + """
+local id, state, delay = ARGV[2], ARGV[3], ARGV[4]
+local key = p .. 'job:' .. id
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'webhook_state', state)
+if state == 'pending' then
+  local due = num(now + tonumber(delay))
+  redis.call('HSET', key, 'webhook_next_at', due)
+  redis.call('ZADD', p .. 'webhooks', due, id)
+else
+  redis.call('HDEL', key, 'webhook_next_at')
+  redis.call('ZREM', p .. 'webhooks', id)
+end
+return 1
+"""
+)
+
 QUEUED_AGAIN = "queued again: the gateway running it stopped"
 TOO_MANY = (
     "the gateway running this job stopped %d times before it ended (JOB_MAX_ATTEMPTS); "
@@ -340,8 +398,8 @@ def _job(flat: list[str] | None) -> Job | None:
     for name in FIELDS:
         value = raw.get(name)
         if value is None:
-            fields[name] = None
-        elif name in INTS:
+            continue  # the Job's default
+        if name in INTS:
             fields[name] = int(value)
         elif name in FLOATS:
             fields[name] = float(value)
@@ -353,8 +411,6 @@ def _job(flat: list[str] | None) -> Job | None:
 
 
 class RedisJobStore(JobStore):
-    SUPPORTS_WEBHOOKS = False  # not yet: the job scripts do not mark deliveries due
-
     def __init__(self, url: str, prefix: str = PREFIX):
         super().__init__()
         self.url = url
@@ -389,6 +445,7 @@ class RedisJobStore(JobStore):
             ("add", ADD), ("get", GET), ("claim", CLAIM), ("progress", PROGRESS),
             ("renew", RENEW), ("finish", FINISH), ("cancel", CANCEL), ("release", RELEASE),
             ("recover", RECOVER), ("delete", DELETE), ("expired", EXPIRED), ("counts", COUNTS),
+            ("claim_webhook", CLAIM_WEBHOOK), ("set_webhook", SET_WEBHOOK),
         ):  # fmt: skip
             self._scripts[name] = self._redis.register_script(source)
         try:
@@ -506,10 +563,16 @@ class RedisJobStore(JobStore):
         return list(await self._call("expired"))
 
     async def claim_webhook(self, now: float, hold_s: float) -> tuple[Job | None, float | None]:
-        return None, None  # webhooks are refused at submission on this store (api.py)
+        # Due dates are on the Redis server's clock; `now` (this replica's) only converts the
+        # next one back.
+        flat, wait = await self._call("claim_webhook", hold_s)
+        if flat:
+            return _job(flat), None
+        return None, (now + float(wait) if wait else None)
 
     async def set_webhook(self, job_id: str, state: str, next_at: float | None) -> None:
-        raise NotImplementedError("webhooks with a Redis job store")
+        delay = max(0.0, next_at - time.time()) if next_at is not None else 0.0
+        await self._call("set_webhook", job_id, state, f"{delay:.6f}")
 
     async def delete(self, job_id: str) -> bool:
         deleted = await self._call("delete", job_id) == 1

@@ -9,8 +9,12 @@ and runs each through the same operation code as the synchronous route (operatio
 - Budget: each run has JOB_TIMEOUT_S (budget.Budget, carried to every predictor call as its gRPC
   deadline, and around the whole run).
 - A predictor that is unavailable for now (503 with Retry-After) is waited for, the work tried
-  again within the budget: a predictor restart does not fail a backlog of jobs. (A task this
-  gateway does not serve at all is refused at submission, as the synchronous route refuses it.)
+  again within the budget: a predictor restart does not fail a backlog of jobs. The steps that
+  had finished are not run again (their answers are kept for the retry: tracker.StepReports).
+  While it waits it does not count against JOBS_CONCURRENCY, so jobs for other predictors run
+  meanwhile; at most JOBS_CONCURRENCY more jobs wait so (their uploads decoded in memory). (A
+  task this gateway does not serve at all is refused at submission, as the synchronous route
+  refuses it.)
 - Cancel: the job's asyncio task is cancelled, which cancels its gRPC call; the predictor stops
   within a tile. A cancel made by another process is seen at the next lease renewal.
 - Restarts: a running job holds a lease, renewed every JobSettings.tick_s. A job whose gateway
@@ -100,6 +104,7 @@ class Runner:
         self.gateway = gateway  # () -> routes.State: the gateway's settings and predictors
         self.owner = uuid.uuid4().hex
         self.running: dict[str, asyncio.Task] = {}
+        self.waiting: set[str] = set()  # running jobs waiting for a predictor (no slot held)
         self.seconds_per_job = 10.0  # moving average of a run, for Retry-After
         self.stopping = False
         self._wake = asyncio.Event()
@@ -152,7 +157,7 @@ class Runner:
         while True:
             self._wake.clear()
             try:
-                while len(self.running) < self.settings.concurrency:
+                while self._has_room():
                     job = await self.store.claim(self.owner, self.settings.lease_s)
                     if job is None:
                         break
@@ -165,6 +170,13 @@ class Runner:
             # Woken by a submission or a finished job; polls for other processes' submissions.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.tick_s)
+
+    def _has_room(self) -> bool:
+        """A job may be claimed: fewer than JOBS_CONCURRENCY at work, and fewer than as many
+        again waiting for a predictor."""
+        at_work = len(self.running) - len(self.waiting)
+        concurrency = self.settings.concurrency
+        return at_work < concurrency and len(self.running) < 2 * concurrency
 
     async def _tick_loop(self) -> None:
         while True:
@@ -197,7 +209,7 @@ class Runner:
             logger.warning("job %s: its gateway stopped while running it; queued again", job_id)
         for job_id in failed:
             logger.error("job %s: its gateway stopped too often while running it; failed", job_id)
-            await self.files.remove(UPLOADS, job_id)
+            await self._forget(UPLOADS, job_id)
         if failed:
             self.on_finish()
         if requeued:
@@ -205,8 +217,19 @@ class Runner:
 
     async def _remove_orphans(self) -> None:
         known = await self.store.ids()
-        for job_id in await self.files.ids(ORPHAN_AGE_S) - known:
-            await self.files.remove_all(job_id)
+        try:
+            for job_id in await self.files.ids(ORPHAN_AGE_S) - known:
+                await self.files.remove_all(job_id)
+        except StoreUnavailable as exc:  # tried again at the next start
+            logger.warning("jobs: files without a job were not removed: %s", exc.detail)
+
+    async def _forget(self, kind: str, job_id: str) -> None:
+        """Remove a file the job no longer needs; one the results store keeps for now goes with
+        the job at its expiry."""
+        try:
+            await self.files.remove(kind, job_id)
+        except StoreUnavailable as exc:
+            logger.warning("job %s: its %s file was not removed: %s", job_id, kind, exc.detail)
 
     # --- one job ------------------------------------------------------------------------------
 
@@ -232,14 +255,17 @@ class Runner:
             self.on_finish()
 
     async def _operate(
-        self, op: operations.Operation, predictors, rgb, tracker: Tracker, job_budget
+        self, job: Job, op: operations.Operation, predictors, rgb, tracker: Tracker, job_budget
     ) -> Any:
         """The operation's work. A predictor that is unavailable for now (503 with Retry-After:
-        restarting, loading, unreachable) is waited for and the work tried again from its first
-        step, for as long as the job's budget lasts; then the job fails with that 503."""
+        restarting, loading, unreachable) is waited for and the work tried again, for as long
+        as the job's budget lasts; then the job fails with that 503. The steps that had
+        finished are not run again: their answers are kept (StepReports.again). While it waits
+        its slot is free for another job."""
+        reports = StepReports(predictors)
         while True:
             try:
-                return await op.run(StepReports(predictors), rgb)
+                return await op.run(reports, rgb)
             except GatewayError as exc:
                 retry_after = exc.headers.get("Retry-After")
                 left = job_budget.remaining()
@@ -248,7 +274,13 @@ class Runner:
                 wait = min(float(retry_after), left - 0.5)
                 tracker.index = 0
                 tracker.set_stage(f"waiting {wait:.0f} s: {exc.detail}")
-                await asyncio.sleep(wait)
+                self.waiting.add(job.id)
+                self.wake()
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    self.waiting.discard(job.id)
+                reports.again()
 
     async def _execute(self, job: Job) -> None:
         state = self.gateway()
@@ -273,7 +305,9 @@ class Runner:
                 tracker.steps = op.steps(decoded.rgb)
                 progress.current.set(tracker.listener)
                 tracker.set_stage("started")
-                out = await self._operate(op, state.predictors, decoded.rgb, tracker, job_budget)
+                out = await self._operate(
+                    job, op, state.predictors, decoded.rgb, tracker, job_budget
+                )
                 answer = await operations.encode(op, decoded, out, started)
                 del decoded, out
                 await self.files.put(RESULTS, job.id, answer.body)
@@ -316,9 +350,9 @@ class Runner:
                 logger.warning("job %s: its end is not written yet: %s", job.id, exc.detail)
                 await asyncio.sleep(self.settings.tick_s)
         if finished is None:  # canceled, deleted or taken over meanwhile: not ours to keep
-            await self.files.remove(RESULTS, job.id)
+            await self._forget(RESULTS, job.id)
             return
-        await self.files.remove(UPLOADS, job.id)
+        await self._forget(UPLOADS, job.id)
         metrics.JOB_RUN_SECONDS.labels(job.task, status).observe(took)
         if status == SUCCEEDED:
             self.seconds_per_job += 0.3 * (took - self.seconds_per_job)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from ..errors import GatewayError
 from .config import JobSettings
-from .files import FileStore
+from .files import FileStore, open_files
 from .runner import Runner
 from .store import JobStore, open_store, redacted
 from .webhooks import Deliverer
@@ -28,7 +28,7 @@ logger = logging.getLogger("transformer.jobs")
 class Jobs:
     settings: JobSettings
     store: JobStore
-    files: FileStore
+    files: FileStore  # or s3_files.S3FileStore: the same operations
     runner: Runner
     webhooks: Deliverer
     loop: asyncio.AbstractEventLoop
@@ -52,7 +52,7 @@ async def start(gateway: Callable[[], Any], settings: JobSettings | None = None)
     settings = settings or JobSettings.from_env()
     store = open_store(settings)
     await store.open()
-    files = FileStore(settings.files_dir)
+    files = open_files(settings)
     await files.open()
     runner = Runner(settings, store, files, gateway)
     webhooks = Deliverer(settings, store)
@@ -62,8 +62,8 @@ async def start(gateway: Callable[[], Any], settings: JobSettings | None = None)
     loop = asyncio.get_running_loop()
     _current = Jobs(settings, store, files, runner, webhooks, loop, asyncio.Event())
     logger.info(
-        "jobs: store %s, files file://%s, %d at a time",
-        redacted(settings.store_url), settings.files_dir, settings.concurrency,
+        "jobs: store %s, files %s, %d at a time",
+        redacted(settings.store_url), files.description, settings.concurrency,
     )  # fmt: skip
     return _current
 

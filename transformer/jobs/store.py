@@ -50,7 +50,6 @@ class JobStore(ABC):
     # Changes made by another process (another worker or replica) are seen within this long
     # by `wait`; changes made here wake it at once.
     POLL_S = 1.0
-    SUPPORTS_WEBHOOKS = True
 
     def __init__(self) -> None:
         self._changed: dict[str, asyncio.Event] = {}

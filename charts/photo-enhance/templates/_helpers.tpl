@@ -142,14 +142,33 @@ Exact /openapi.json
 {{- if not $j.redis.existingSecret }}
 {{- fail "jobs.store=redis needs jobs.redis.existingSecret: a Secret holding the redis:// URL of a Redis 6+ or Valkey you run (e.g. the official Valkey chart, valkey-io/valkey-helm)" }}
 {{- end }}
-{{- if not $j.results.existingClaim }}
-{{- fail "jobs.store=redis needs jobs.results.existingClaim: a ReadWriteMany PVC every gateway replica mounts for uploads and results (S3 is not built yet)" }}
+{{- if not (or $j.results.existingClaim $j.results.s3.bucket) }}
+{{- fail "jobs.store=redis needs where the replicas share uploads and results: jobs.results.existingClaim (a ReadWriteMany PVC) or jobs.results.s3.bucket (an S3-compatible bucket)" }}
 {{- end }}
-{{- if $j.webhooks.enabled }}
-{{- fail "jobs.webhooks.enabled needs jobs.store=embedded for now: the gateway's Redis store sends no webhooks yet" }}
 {{- end }}
+{{- if and $j.results.existingClaim $j.results.s3.bucket }}
+{{- fail "jobs.results: give existingClaim (a shared volume) or s3.bucket, not both" }}
+{{- end }}
+{{- if and $j.results.s3.presignedSeconds (not $j.results.s3.bucket) }}
+{{- fail "jobs.results.s3.presignedSeconds needs jobs.results.s3.bucket" }}
 {{- end }}
 {{- if and $j.webhooks.enabled (not $j.webhooks.existingSecret) }}
 {{- fail "jobs.webhooks.enabled needs jobs.webhooks.existingSecret (a Secret holding WEBHOOK_SECRET: whsec_ and the base64 of >= 24 random bytes)" }}
 {{- end }}
+{{- end }}
+
+{{/* The port the gateway reaches the results bucket on: the endpoint's, else HTTPS. */}}
+{{- define "pe.s3Port" -}}
+{{- $endpoint := .Values.jobs.results.s3.endpoint -}}
+{{- if not $endpoint -}}
+443
+{{- else -}}
+{{- $url := urlParse $endpoint -}}
+{{- $hostport := splitList ":" $url.host -}}
+{{- if gt (len $hostport) 1 -}}
+{{ last $hostport }}
+{{- else -}}
+{{ ternary "80" "443" (eq $url.scheme "http") }}
+{{- end -}}
+{{- end -}}
 {{- end }}
