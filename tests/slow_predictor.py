@@ -91,6 +91,9 @@ PredictorServer(
 """
 
 
-def start_tiled_slow_predictor(log_path: Path, tiles: int = 10) -> tuple[subprocess.Popen, str]:
-    """The tiled server, ready; returns the process and its gRPC address."""
-    return start_script_server(TILED_SLOW_PREDICTOR, [str(ROOT), str(tiles)], log_path)
+def start_tiled_slow_predictor(
+    log_path: Path, tiles: int = 10, ports: tuple[int, int] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """The tiled server, ready; returns the process and its gRPC address (on `ports`, (http,
+    grpc), when given)."""
+    return start_script_server(TILED_SLOW_PREDICTOR, [str(ROOT), str(tiles)], log_path, ports)
