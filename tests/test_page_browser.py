@@ -484,7 +484,7 @@ def test_tile_hints_state_the_gateways_rule_and_no_setting_names(page, gateway):
     floor = next(c["minimum"] for c in tile["schema"]["anyOf"] if "minimum" in c)
     page.select_option("#task", "restore")
     help_text = page.locator("#p-tile_size-help")
-    expect(help_text).to_contain_text(f"0 = whole image, or \u2265 {floor}")
+    expect(help_text).to_contain_text(f"0 = whole image at once, else at least {floor}.")
     expect(help_text).not_to_contain_text("\u2265 0")
     for task in ("restore", "upscale", "pipeline", "face-restore"):
         page.select_option("#task", task)

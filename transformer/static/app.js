@@ -190,19 +190,12 @@ function operation(task) {
   return state.api?.paths?.[`/${task}`]?.post;
 }
 
-// The tile sizes' rule, as the gateway's schema states it: anyOf [{const: 0}, {minimum: N}].
-function tileFloor(schema) {
-  const choices = schema.anyOf || [];
-  const zero = choices.some((c) => c.const === 0);
-  const floor = choices.find((c) => c.minimum !== undefined)?.minimum;
-  return zero && floor !== undefined ? floor : undefined;
-}
-
+// A rule the schema states as anyOf (the tile sizes: [{const: 0}, {minimum: N}]) is in the
+// parameter's own description ("0 = whole image at once, else at least N"), not a plain range.
 function rangeText(schema) {
   const parts = [];
-  const floor = tileFloor(schema);
-  if (floor !== undefined) {
-    parts.push(`0 = whole image, or ≥ ${floor}`);
+  if (schema.anyOf) {
+    // the description says it
   } else if (schema.minimum !== undefined && schema.maximum !== undefined) {
     parts.push(`${schema.minimum}–${schema.maximum}`);
   } else if (schema.minimum !== undefined) {
