@@ -372,7 +372,7 @@ function renderHealth() {
   list.replaceChildren();
   for (const [name, entry] of models) {
     const kind = offered(name) ? (entry.ready ? "ready" : "not-ready") : "not-offered";
-    const item = el("li", { class: kind, "data-model": name });
+    const item = el("li", { class: kind, "data-model": name, "data-state": entry.state });
     item.append(el("span", { class: "dot", "aria-hidden": "true" }));
     item.append(el("strong", {}, name));
     item.append(document.createTextNode(` ${stateText(name)}`));
