@@ -693,7 +693,11 @@ def test_screenshots_of_the_page_for_the_docs(page, photo):
     """The page with a result, at desktop and phone width (docs/page-*.png are made from these)."""
     page.set_input_files("#file", str(photo))
     run_restore(page)
+    expect(page.locator("#health li[data-model]")).to_have_count(4)
     page.select_option("#task", "face-restore")  # shows a non-commercial licence note
+    expect(page.locator("#task-about .non-commercial")).to_be_visible()
+    page.click("#copy-curl")
+    expect(page.locator("#curl")).to_contain_text("/face-restore?fidelity=0.5")
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / "page16-desktop.png", full_page=True)
     page.set_viewport_size(PHONE)

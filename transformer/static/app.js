@@ -968,7 +968,9 @@ function setZoom() {
   const actual = zoom !== "fit";
   $("viewport").classList.toggle("actual", actual);
   const after = $("after");
-  $("compare").style.width = actual ? `${after.naturalWidth * Number(zoom)}px` : "";
+  const width = actual ? `${after.naturalWidth * Number(zoom)}px` : "";
+  $("compare").style.width = width;
+  $("tags").style.maxWidth = width; // Before/After over the image's own width, not the frame's
 }
 
 // The result becomes the photo: chain tasks by hand (restore, then upscale the restored photo).
