@@ -399,7 +399,9 @@ def health(args: argparse.Namespace) -> int:
             state = "ready"
         else:
             state = f"NOT READY: {entry.get('detail', 'no reason given')}"
-        print(f"  {name:<13} {state}" + (f" ({facts})" if facts else ""))
+        about = entry.get("about") or {}  # the model and its licence (gateway's catalog.py)
+        licence = f"  [{about['model']}, {about['licence']}]" if about.get("licence") else ""
+        print(f"  {name:<13} {state}" + (f" ({facts})" if facts else "") + licence)
     return EXIT_OK if body.get("status") == "ok" else EXIT_FAILED
 
 

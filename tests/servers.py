@@ -36,11 +36,11 @@ def stop_process(process: subprocess.Popen) -> None:
 
 
 def start_script_server(
-    script: str, args: list[str], log_path: Path, grpc_port: int | None = None
+    script: str, args: list[str], log_path: Path, ports: tuple[int, int] | None = None
 ) -> tuple[subprocess.Popen, str]:
     """`python -c script *args HTTP_PORT GRPC_PORT`, a V2 server, once ready; returns the
-    process and its gRPC address (on grpc_port when given)."""
-    http_port, grpc_port = free_port(), grpc_port or free_port()
+    process and its gRPC address. On free ports, or on `ports` (http, grpc)."""
+    http_port, grpc_port = ports or (free_port(), free_port())
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", script, *args, str(http_port), str(grpc_port)],

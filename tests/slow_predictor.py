@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.servers import ROOT, start_script_server
+from tests.servers import ROOT, free_port, start_script_server
 
 SLOW_PREDICTOR = """
 import asyncio, sys
@@ -49,7 +49,8 @@ def start_slow_predictor(
     log_path: Path, grpc_port: int | None = None
 ) -> tuple[subprocess.Popen, str]:
     """The server, ready; returns the process and its gRPC address (grpc_port when given)."""
-    return start_script_server(SLOW_PREDICTOR, [], log_path, grpc_port)
+    ports = (free_port(), grpc_port) if grpc_port else None
+    return start_script_server(SLOW_PREDICTOR, [], log_path, ports)
 
 
 # The same, served by the predictors' own gRPC server (predictors/v2grpc.py), which also answers
@@ -93,6 +94,9 @@ PredictorServer(
 """
 
 
-def start_tiled_slow_predictor(log_path: Path, tiles: int = 10) -> tuple[subprocess.Popen, str]:
-    """The tiled server, ready; returns the process and its gRPC address."""
-    return start_script_server(TILED_SLOW_PREDICTOR, [str(ROOT), str(tiles)], log_path)
+def start_tiled_slow_predictor(
+    log_path: Path, tiles: int = 10, ports: tuple[int, int] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """The tiled server, ready; returns the process and its gRPC address (on `ports`, (http,
+    grpc), when given)."""
+    return start_script_server(TILED_SLOW_PREDICTOR, [str(ROOT), str(tiles)], log_path, ports)

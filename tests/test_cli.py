@@ -241,6 +241,7 @@ def test_health_prints_each_model_and_exits_1_when_one_is_not_ready(gateway):
     assert "ready (denoise" in lines["restore"]
     assert "NOT READY: predictor at 127.0.0.1:" in lines["face-restore"]
     assert "not offered by this server" in lines["colorize"]
+    assert "[CodeFormer, NTU S-Lab License 1.0: non-commercial use only]" in lines["face-restore"]
     assert run.stdout.startswith(f"gateway {gateway.url}: degraded")
 
 

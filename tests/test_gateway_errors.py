@@ -210,11 +210,16 @@ def test_webp_too_large_for_the_answer_is_400_before_inference(client, astronaut
     assert "16383" in assert_detail(reply, 400)
 
 
-def test_unreachable_predictor_is_503_with_retry_after(client, photo_png):
+def test_unreachable_predictor_is_503_with_retry_after(client, gateway, photo_png):
     reply = upload(client, "/upscale", photo_png, scale=2)
     detail = assert_detail(reply, 503)
-    assert "upscale" in detail and "UNAVAILABLE" in detail
+    assert detail.startswith("the upscale model is not available: its server cannot be reached")
     assert int(reply.headers["retry-after"]) > 0
+    # The predictor's address and the gRPC status are for the operator: in the log, not the answer.
+    assert "127.0.0.1" not in detail and "UNAVAILABLE" not in detail
+    assert re.search(
+        r"upscale: 503 .*its predictor at 127\.0\.0\.1:\d+ answered UNAVAILABLE", gateway.log()
+    )
 
 
 def test_task_not_offered_is_503_without_retry_after_naming_the_setting(client, photo_png):
@@ -256,7 +261,19 @@ def test_health_reports_each_model(client):
     for task, entry in body["models"].items():
         assert entry["ready"] is (task == "face-restore")
         assert entry["variant"] and entry["device"]
+        about = entry["about"]  # for people: what the model does and its licence
+        assert about["model"] and about["description"] and about["licence"]
     assert body["models"]["upscale"]["variant"] == "x4plus"
+    states = {task: entry["state"] for task, entry in body["models"].items()}
+    assert states == {
+        "colorize": "starting",  # never ready since the gateway started
+        "upscale": "starting",
+        "restore": "not offered",
+        "face-restore": "ready",
+    }
+    face = body["models"]["face-restore"]["about"]
+    assert face["model"] == "CodeFormer" and face["commercial_use"] is False
+    assert "non-commercial" in face["licence"]
     assert client.get("/v1/health").json()["models"].keys() == body["models"].keys()
 
 

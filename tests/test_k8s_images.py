@@ -319,6 +319,23 @@ def test_the_context_holds_only_what_the_images_copy():
         assert not extra, f"{image}: the build context also holds {sorted(extra)}"
 
 
+def test_the_transformer_image_ships_every_file_of_the_page():
+    """The page's files (examples included) are in the build context and in the installed
+    package: `pip install .` keeps only what package-data's globs match (glob semantics: `*`
+    does not go into folders)."""
+    package = ROOT / "transformer"
+    page_files = {p for p in (package / "static").rglob("*") if p.is_file()}
+    assert any(p.parent.name == "examples" for p in page_files)
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["transformer"]
+    shipped = {p for pattern in globs for p in package.glob(pattern) if p.is_file()}
+    assert page_files <= shipped, sorted(str(p) for p in page_files - shipped)
+    context = context_files(ROOT, IMAGES["transformer"].name)
+    missing = {p.relative_to(ROOT).as_posix() for p in page_files} - context
+    assert not missing, f"the transformer's build context leaves out {sorted(missing)}"
+
+
 # .dockerignore as committed before `common/` was shared by both images: both builds failed
 # at `COPY common ./common` ("stat common: file does not exist").
 BROKEN_DOCKERIGNORE = """\

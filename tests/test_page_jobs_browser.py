@@ -150,6 +150,7 @@ def test_cancel_cancels_the_job_and_the_previous_result_is_marked_at_phone_width
     expect(stale).to_be_visible()
     expect(stale).to_contain_text("Previous result")
     expect(page.locator("#result")).to_have_class(re.compile(r"\bstale\b"))
+    assert base.dimmed(page)  # greyed, clearly not the current result
     expect(page.locator("#stage")).to_contain_text("upscale: started")
     wait_until(lambda: slow_log(slow, "start") > started, within_s=60)
     page.screenshot(path=tmp_path / "job-running-phone.png", full_page=True)
@@ -162,6 +163,7 @@ def test_cancel_cancels_the_job_and_the_previous_result_is_marked_at_phone_width
     assert httpx.get(f"{gateway.url}/v1/jobs/{job_id}").json()["status"] == "canceled"
     # The predictor's work stopped: its call was cancelled, not left to run for LONG_MS.
     wait_until(lambda: slow_log(slow, "cancelled") > cancelled, within_s=LONG_MS / 1000 / 20)
-    expect(stale).to_be_visible()  # the old result is still the old one
+    expect(stale).to_have_text("Previous result: the last run was cancelled.")
+    assert base.dimmed(page)  # the old result is still the old one
     expect(page).not_to_have_url(re.compile("job="))
     page.screenshot(path=tmp_path / "job-canceled-phone.png", full_page=True)

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 
 class GatewayError(Exception):
-    """A failure the client can act on: status code, a readable detail and extra headers."""
+    """A failure the client can act on: status code, a readable detail and extra headers.
+    `internal`: what only the log gets (predictor addresses, gRPC status names)."""
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        internal: str = "",
+    ):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = headers or {}
+        self.internal = internal
+
+    def for_log(self) -> str:
+        return f"{self.detail} ({self.internal})" if self.internal else self.detail
 
 
 def bad_request(detail: str) -> GatewayError:

@@ -26,7 +26,7 @@ import numpy as np
 from kserve import InferenceGRPCClient
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter, ModelInferRequest
 
-from . import budget, metrics, progress
+from . import budget, catalog, metrics, progress
 from .admission import Admission
 from .config import ADDRESS_ENV, Settings, flag_name
 from .errors import GatewayError, not_offered
@@ -56,7 +56,12 @@ RECONNECT_BACKOFF_MS = {
     "grpc.initial_reconnect_backoff_ms": 250,
     "grpc.max_reconnect_backoff_ms": 1000,
 }
-_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+# What a client is told (no address, no gRPC status name: those go to the log).
+_WHY_UNAVAILABLE = {
+    grpc.StatusCode.UNAVAILABLE: "its server cannot be reached (starting, restarting or down)",
+    grpc.StatusCode.NOT_FOUND: "its server does not serve it yet (still loading)",
+}
+_UNAVAILABLE = tuple(_WHY_UNAVAILABLE)
 # A server without ModelStreamInfer answers UNIMPLEMENTED; when it does so while our request is
 # still being sent, grpc's core reports INTERNAL ("Internal error from Core") instead. Either way
 # the unary call is tried (a real failure then fails there too).
@@ -100,6 +105,7 @@ class Predictors:
     _clients: dict[str, InferenceGRPCClient] = field(default_factory=dict)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant/device seen
     _was_ready: dict[str, bool] = field(default_factory=dict)
+    _ever_ready: set[str] = field(default_factory=set)  # ready at least once since the start
     _unary_only: set[str] = field(default_factory=set)  # tasks whose predictor cannot stream
 
     def __post_init__(self) -> None:
@@ -107,11 +113,12 @@ class Predictors:
             s = self.settings
             self.admission = Admission(s.max_inflight_per_task, s.max_queue_per_task)
 
-    def _unavailable(self, task: str, why: str) -> GatewayError:
+    def _unavailable(self, task: str, why: str, internal: str) -> GatewayError:
         return GatewayError(
             503,
             f"the {task} model is not available: {why}; retry later",
             {"Retry-After": str(self.settings.retry_after_s)},
+            internal=internal,
         )
 
     def client(self, task: str) -> InferenceGRPCClient:
@@ -236,8 +243,9 @@ class Predictors:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         address = self.settings.addresses.get(task)
-        if code in _UNAVAILABLE:
-            return self._unavailable(task, f"its predictor at {address} answered {code.name}")
+        if code in _UNAVAILABLE:  # the address and gRPC status go to the log, not the client
+            why = _WHY_UNAVAILABLE[code]
+            return self._unavailable(task, why, f"its predictor at {address} answered {code.name}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return GatewayError(
                 504,
@@ -270,7 +278,19 @@ class Predictors:
         else:
             why = "" if ok else "model loading or failed to load (see the predictor's log)"
         self._was_ready[task] = ok
+        if ok:
+            self._ever_ready.add(task)
         return ok, why
+
+    def state(self, task: str, ready: bool) -> str:
+        """/health's `state`, for people: ready; starting (never ready yet since this gateway
+        started: loading, or its server not up yet); unavailable (it was ready, and is not now:
+        down or restarting); not offered (no predictor address)."""
+        if not self.settings.addresses.get(task):
+            return "not offered"
+        if ready:
+            return "ready"
+        return "unavailable" if task in self._ever_ready else "starting"
 
     async def _learn_device(self, task: str, client: RawTensorClient) -> None:
         platform = await client.platform(task, timeout=HEALTH_TIMEOUT_S)
@@ -288,6 +308,8 @@ class Predictors:
                 "variant": seen.get("variant", self.settings.variants.get(task)),
                 "device": seen.get("device", "unknown"),
                 "predictor": self.settings.addresses.get(task),
+                "state": self.state(task, ok),
+                "about": catalog.about(task),
             }
             if why:
                 entry["detail"] = why

@@ -57,8 +57,8 @@ RenderFactor = Annotated[
     Query(
         ge=1,
         le=state.settings.max_render_factor,
-        description="Model input side = 16 x render_factor px (32 = 512); the maximum is "
-        "MAX_RENDER_FACTOR.",
+        description="Model input side = 16 x render_factor px (32 = 512 px, the official "
+        "setting); higher costs more memory and time.",
     ),
 ]
 
@@ -152,7 +152,7 @@ async def _answer(request: Request, op: operations.Operation) -> Response:
     except GatewayError as exc:
         status = exc.status
         if status >= 500:
-            logger.warning("%s: %d %s", route, status, exc.detail)
+            logger.warning("%s: %d %s", route, status, exc.for_log())
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
     except budget.ClientGone as exc:
         status = CLIENT_CLOSED
@@ -215,7 +215,15 @@ async def upscale(
     return await _answer(request, operations.Upscale(scale, tile_size, output_format))
 
 
-BoxSide = Annotated[int, Query(ge=16, le=16384, description="Target box side in px.")]
+BoxSide = Annotated[
+    int,
+    Query(
+        ge=16,
+        le=16384,
+        description="Target box side in px: the result is fitted into width x height "
+        "(aspect ratio kept).",
+    ),
+]
 
 _TRUE = {"true", "1", "yes", "on", "t", "y"}
 _FALSE = {"false", "0", "no", "off", "f", "n"}
@@ -248,19 +256,24 @@ AutoColorize = Annotated[
 
 @_image_route("/pipeline", "Chain the models: colorize, restore, upscale, fit the box, faces")
 async def pipeline(
+    # In the order the steps run (tasks.plan_pipeline), each step's own options after it: the
+    # API docs and the page list them so.
     request: Request,
-    restore: Annotated[bool, Query(description="Run the restore model.")] = True,
-    face_restore: Annotated[bool, Query(description="Restore faces (last step).")] = True,
     colorize: AutoColorize = "auto",
+    render_factor: RenderFactor = DEFAULT_RENDER_FACTOR,
+    restore: Annotated[bool, Query(description="Run the restore model.")] = True,
+    restore_tile_size: TileSize = 0,
     upscale: Annotated[
         bool, Query(description="Upscale with the model when smaller than the box.")
     ] = True,
+    upscale_tile_size: TileSize = 512,
     width: BoxSide = 2400,
     height: BoxSide = 2400,
-    render_factor: RenderFactor = DEFAULT_RENDER_FACTOR,
-    restore_tile_size: TileSize = 0,
-    fidelity: Annotated[float, Query(ge=0, le=1)] = 0.7,
-    upscale_tile_size: TileSize = 512,
+    face_restore: Annotated[bool, Query(description="Restore faces (last step).")] = True,
+    fidelity: Annotated[
+        float,
+        Query(ge=0, le=1, description="Face step: 0 = best quality, 1 = closest to the input."),
+    ] = 0.7,
     only_center_face: Annotated[
         bool, Query(description="Face step: restore the central face only.")
     ] = False,
@@ -282,7 +295,13 @@ async def pipeline(
     return await _answer(request, operations.Pipeline(options, output_format))
 
 
-@router.get("/health", summary="Readiness of each model's predictor, with variant and device")
+@router.get(
+    "/health",
+    summary="Readiness of each model's predictor, with variant and device",
+    description="Per model: `ready`, `state` (ready, starting, unavailable, not offered), "
+    "`variant`, `device`, `predictor` (its address), `detail` (why not ready) and `about` "
+    "(the model, one line on what it does, its licence and whether it allows commercial use).",
+)
 async def health() -> JSONResponse:
     models = await state.predictors.health(TASKS)
     # Tasks left out on purpose (no predictor address, e.g. TASKS=... make run) do not count.

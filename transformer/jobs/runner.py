@@ -319,6 +319,8 @@ class Runner:
             if exc.status == 504 and job_budget.remaining() < 0.1:  # its deadline, not ours
                 detail = job_budget.expired(f"in its {tracker.stage} stage").detail
             error = {"status": exc.status, "detail": detail}
+            if exc.internal:
+                logger.warning("job %s (%s): %s", job.id, job.task, exc.for_log())
             tracker.stage = "failed"
         except TimeoutError:
             detail = job_budget.expired(f"in its {tracker.stage} stage").detail

@@ -28,7 +28,13 @@ const state = {
   job: null, // the job followed
   events: null, // its EventSource
   steps: [], // the pipeline's step names seen so far
+  healthTimer: null,
+  result: null, // the shown result: {blob, name}
 };
+// /health is read every HEALTH_FAST_MS while a model is not ready (starting), else every
+// HEALTH_SLOW_MS: a model that becomes ready turns green within about 2 s.
+const HEALTH_FAST_MS = 2000;
+const HEALTH_SLOW_MS = 30000;
 
 function el(tag, attrs = {}, text) {
   const node = document.createElement(tag);
@@ -72,16 +78,40 @@ function stopCountdown() {
   state.countdown = null;
 }
 
+// The gateway's detail for people: its operator's setting names ("(MAX_UPLOAD_MB)", "(PREDICTOR_X
+// or --predictor_x)", ", MAX_QUEUE_PER_TASK)") are for the API and the log, not for this page.
+const SETTING = String.raw`[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+`;
+const SETTING_ALONE = new RegExp(String.raw`\s*\(${SETTING}(?:\s+or\s+--[\w-]+)?\)`, "g");
+const SETTING_LAST = new RegExp(String.raw`,\s*${SETTING}(?=\))`, "g");
+
+function forPeople(text) {
+  return text.replace(SETTING_ALONE, "").replace(SETTING_LAST, "");
+}
+
 function detailText(detail) {
-  if (typeof detail === "string") return detail;
+  if (typeof detail === "string") return forPeople(detail);
   if (detail === undefined || detail === null) return "";
   return JSON.stringify(detail);
 }
 
 // ---- input ----------------------------------------------------------------------------------
 
+// What the gateway decodes (CONTRACT section 1): refused here at once, before Run.
+const IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff"];
+const IMAGE_EXTENSIONS = /\.(jpe?g|png|webp|bmp|tiff?)$/i;
+
+function isImage(file) {
+  if (file.type) return IMAGE_TYPES.includes(file.type);
+  return IMAGE_EXTENSIONS.test(file.name || "");
+}
+
 function setFile(file) {
   if (!file) return;
+  if (!isImage(file)) {
+    $("file").value = "";
+    showMessage("error", `${file.name || "This file"} is not a photo this server accepts${file.type ? ` (${file.type})` : ""}. Choose a JPEG, PNG, WebP, BMP or TIFF photo.`);
+    return;
+  }
   state.file = file;
   if (state.fileURL) URL.revokeObjectURL(state.fileURL);
   state.fileURL = URL.createObjectURL(file);
@@ -122,25 +152,51 @@ function wireInput() {
     const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
     if (file) setFile(file);
   });
+  for (const button of document.querySelectorAll("[data-example]")) {
+    button.addEventListener("click", () => useExample(button));
+  }
+}
+
+// An example photo shipped with the page (ui/examples/), and the task it shows off.
+async function useExample(button) {
+  const name = button.dataset.example;
+  let blob;
+  try {
+    const res = await fetch(`ui/examples/${name}`);
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    blob = await res.blob();
+  } catch (err) {
+    showMessage("error", `Could not load the example (${err.message}). Reload the page.`);
+    return;
+  }
+  setFile(new File([blob], name, { type: blob.type || "image/jpeg" }));
+  const option = $("task").querySelector(`option[value="${button.dataset.task}"]`);
+  if (option && !option.disabled && $("task").value !== option.value) {
+    $("task").value = option.value;
+    buildParams();
+  }
 }
 
 // ---- settings from /openapi.json ------------------------------------------------------------
 
-// "face-restore (not ready): Restore faces (CodeFormer ...)": the state first, so a narrow
-// select still shows it.
+// "face-restore (not ready)": short, so that a phone's select shows it whole; what the task
+// does is written under the select (renderAbout).
 function taskLabel(task, notReady, notOffered) {
-  const summary = operation(task)?.summary;
   const state = notOffered ? " (not offered here)" : notReady ? " (not ready)" : "";
-  return `${task}${state}${summary ? `: ${summary}` : ""}`;
+  return `${task}${state}`;
 }
 
 function operation(task) {
   return state.api?.paths?.[`/${task}`]?.post;
 }
 
+// A rule the schema states as anyOf (the tile sizes: [{const: 0}, {minimum: N}]) is in the
+// parameter's own description ("0 = whole image at once, else at least N"), not a plain range.
 function rangeText(schema) {
   const parts = [];
-  if (schema.minimum !== undefined && schema.maximum !== undefined) {
+  if (schema.anyOf) {
+    // the description says it
+  } else if (schema.minimum !== undefined && schema.maximum !== undefined) {
     parts.push(`${schema.minimum}–${schema.maximum}`);
   } else if (schema.minimum !== undefined) {
     parts.push(`≥ ${schema.minimum}`);
@@ -197,6 +253,23 @@ function control(param) {
   return field;
 }
 
+// The pipeline's options that belong to one step (shown after it, disabled while it is off).
+const STEP_OPTIONS = {
+  render_factor: "colorize",
+  restore_tile_size: "restore",
+  upscale_tile_size: "upscale",
+  fidelity: "face_restore",
+  only_center_face: "face_restore",
+};
+
+function syncSteps() {
+  if ($("task").value !== "pipeline") return;
+  for (const [param, step] of Object.entries(STEP_OPTIONS)) {
+    const input = $(`p-${param}`);
+    if (input) input.disabled = !stepOn($(`p-${step}`));
+  }
+}
+
 function buildParams() {
   const task = $("task").value;
   const params = (operation(task)?.parameters || []).filter((p) => p.in === "query");
@@ -205,8 +278,16 @@ function buildParams() {
   box.replaceChildren(el("legend", {}, "Parameters"));
   const own = params.filter((p) => p.name !== FORMAT);
   if (!own.length) box.append(el("p", { class: "hint" }, "This task has no parameters."));
-  for (const param of own) box.append(control(param));
-  box.onchange = renderTaskNote; // the pipeline's steps decide which models it needs
+  for (const param of own) {
+    const field = control(param);
+    if (task === "pipeline" && STEP_OPTIONS[param.name]) field.classList.add("step-option");
+    box.append(field);
+  }
+  box.onchange = () => {
+    syncSteps();
+    renderTaskNote(); // the pipeline's steps decide which models it needs
+  };
+  syncSteps();
   const format = params.find((p) => p.name === FORMAT);
   const formatBox = $("format-box");
   formatBox.replaceChildren();
@@ -249,16 +330,39 @@ async function loadApi() {
 
 // ---- health ---------------------------------------------------------------------------------
 
+// Read /health now, then again soon while a model is not ready (starting), else rarely.
 async function refreshHealth() {
+  clearTimeout(state.healthTimer);
+  let next = HEALTH_SLOW_MS;
   try {
     const res = await fetch("health");
     state.health = (await res.json()).models || {};
+    renderHealth();
+    if (Object.keys(state.health).some((m) => offered(m) && !state.health[m].ready)) {
+      next = HEALTH_FAST_MS;
+    }
   } catch (err) {
     state.health = {};
-    $("health").replaceChildren(el("li", { class: "not-ready" }, `Could not read /health: ${err.message}`));
-    return;
+    $("health").replaceChildren(el("li", { class: "not-ready" }, `Could not reach the server (${err.message}); trying again.`));
+    next = HEALTH_FAST_MS;
   }
-  renderHealth();
+  state.healthTimer = setTimeout(refreshHealth, next);
+}
+
+// A model's state in words for people (/health's `state`; no addresses, no gRPC names).
+function stateText(name) {
+  const entry = state.health[name];
+  if (!offered(name)) return "not offered by this server";
+  if (entry.ready) {
+    const facts = [entry.variant, entry.device].filter((v) => v && v !== "unknown").join(", ");
+    return `ready${facts ? ` (${facts})` : ""}`;
+  }
+  if (entry.state === "unavailable") return "not available right now (restarting or down)";
+  return "starting…"; // loading its model, or its server not up yet
+}
+
+function licenceText(about) {
+  return `${about.model} · ${about.licence}`;
 }
 
 function renderHealth() {
@@ -268,16 +372,15 @@ function renderHealth() {
   list.replaceChildren();
   for (const [name, entry] of models) {
     const kind = offered(name) ? (entry.ready ? "ready" : "not-ready") : "not-offered";
-    const item = el("li", { class: kind, "data-model": name });
+    const item = el("li", { class: kind, "data-model": name, "data-state": entry.state });
     item.append(el("span", { class: "dot", "aria-hidden": "true" }));
     item.append(el("strong", {}, name));
-    const facts = [entry.variant, entry.device].filter((v) => v && v !== "unknown").join(", ");
-    const text = {
-      ready: ` ready${facts ? ` (${facts})` : ""}`,
-      "not-ready": ` not ready: ${entry.detail || "no reason given"}`,
-      "not-offered": " not offered by this server",
-    }[kind];
-    item.append(document.createTextNode(text));
+    item.append(document.createTextNode(` ${stateText(name)}`));
+    if (entry.about) {
+      const about = el("small", { class: "model-licence" }, licenceText(entry.about));
+      if (entry.about.commercial_use === false) about.classList.add("non-commercial");
+      item.append(about);
+    }
     list.append(item);
   }
   const select = $("task");
@@ -302,7 +405,7 @@ function renderHealth() {
 // false when /health says the gateway has no predictor for the model (not configured).
 function offered(model) {
   const entry = state.health[model];
-  return !entry || entry.predictor !== null;
+  return !entry || (entry.predictor !== null && entry.state !== "not offered");
 }
 
 // The pipeline needs only the models of the steps switched on in the form.
@@ -342,10 +445,32 @@ function renderTaskNote() {
     parts.push(`This server does not offer ${absent.join(", ")}${task === "pipeline" ? ": switch that step off" : ""}.`);
   }
   if (missing.length) {
-    parts.push(`Not ready: ${missing.map((m) => `${m} (${state.health[m].detail || "no reason given"})`).join("; ")}. Running it now answers 503.`);
+    parts.push(`Not ready yet: ${missing.map((m) => `${m} (${stateText(m)})`).join("; ")}. Running it now answers "not available, retry later".`);
   }
   note.textContent = parts.join(" ");
   note.classList.toggle("warn", parts.length > 0);
+  renderAbout();
+}
+
+// What the task does and the licence of each model it uses (from /health's `about`).
+function renderAbout() {
+  const box = $("task-about");
+  const task = $("task").value;
+  box.replaceChildren();
+  const summary = operation(task)?.summary;
+  if (summary) box.append(el("p", { class: "summary" }, summary));
+  const list = el("ul", { class: "about-models" });
+  for (const model of neededModels(task)) {
+    const about = state.health[model]?.about;
+    if (!about) continue;
+    const item = el("li", { "data-about": model });
+    item.append(el("strong", {}, `${about.model}: `), document.createTextNode(`${about.description} `));
+    const licence = el("span", { class: "licence" }, `Licence: ${about.licence}.`);
+    if (about.commercial_use === false) licence.classList.add("non-commercial");
+    item.append(licence);
+    list.append(item);
+  }
+  if (list.children.length) box.append(list);
 }
 
 // ---- running --------------------------------------------------------------------------------
@@ -530,6 +655,7 @@ async function run(event) {
   } catch (err) {
     if (err.name === "AbortError") {
       showMessage("info", "Cancelled. The request was aborted.");
+      markStale("Previous result: the last run was cancelled.");
     } else {
       showMessage("error", `Could not reach the gateway (${err.message}). Check that it runs, then try again.`);
       markStale("Previous result: the last run failed.");
@@ -606,6 +732,7 @@ async function finish(job) {
     }
   } else if (job.status === "canceled") {
     showMessage("info", "Cancelled. The job was stopped on the server.");
+    markStale("Previous result: the last run was cancelled.");
   } else {
     const error = job.error || {};
     showMessage("error", `${detailText(error.detail) || "The job failed."} (HTTP ${error.status ?? "?"})`);
@@ -735,6 +862,39 @@ function showRetry(text, seconds) {
   state.countdown = setInterval(tick, 1000);
 }
 
+// ---- copy as curl ---------------------------------------------------------------------------
+
+// A word for a POSIX shell: single-quoted, its own single quotes closed and escaped.
+function shellWord(text) {
+  return `'${text.replace(/'/g, "'\\''")}'`;
+}
+
+// The request Run would send, as a curl command: the task's absolute URL (this page's origin
+// and path prefix), the parameters as set, the photo as multipart field `file`.
+function curlCommand() {
+  const task = $("task").value;
+  const search = query();
+  const url = new URL(`${task}?${search}`, document.baseURI).href;
+  const name = state.file?.name || "photo.jpg";
+  const type = state.file?.type || "image/png";
+  const out = downloadName(task, search, type, name);
+  const field = `file=@"${name.replace(/(["\\])/g, "\\$1")}"`;
+  return `curl -sS -X POST ${shellWord(url)} -F ${shellWord(field)} -o ${shellWord(out)}`;
+}
+
+async function copyCurl() {
+  const command = curlCommand();
+  $("curl").textContent = command;
+  $("curl-box").hidden = false;
+  const status = $("curl-status");
+  try {
+    await navigator.clipboard.writeText(command);
+    status.textContent = "Copied. Run it where the photo is:";
+  } catch {
+    status.textContent = "Copy it from here (this browser did not allow the clipboard):";
+  }
+}
+
 // ---- result ---------------------------------------------------------------------------------
 
 function downloadName(task, search, type, fileName) {
@@ -774,11 +934,13 @@ function showResult(blob, headers, task, search, seconds, fileName = state.file?
   // After a reload the original is not in this page: the result alone, no before/after split.
   const original = Boolean(state.fileURL);
   $("compare").classList.toggle("single", !original);
+  $("tags").hidden = !original;
   if (original) $("before").src = state.fileURL;
   else $("before").removeAttribute("src");
   $("result").classList.remove("stale");
   $("stale").hidden = true;
   const name = downloadName(task, search, blob.type, fileName);
+  state.result = { blob, name };
   const link = $("download");
   link.href = state.resultURL;
   link.download = name;
@@ -799,11 +961,25 @@ function setSplit() {
   $("compare").style.setProperty("--split", `${$("split").value}%`);
 }
 
+// Fit, or 100/200/400 %: one image pixel is `zoom` CSS pixels (not divided by the device pixel
+// ratio), drawn as sharp squares to judge an upscale.
 function setZoom() {
-  const actual = $("zoom").checked;
+  const zoom = $("zoom").value;
+  const actual = zoom !== "fit";
   $("viewport").classList.toggle("actual", actual);
   const after = $("after");
-  $("compare").style.width = actual ? `${after.naturalWidth / (window.devicePixelRatio || 1)}px` : "";
+  const width = actual ? `${after.naturalWidth * Number(zoom)}px` : "";
+  $("compare").style.width = width;
+  $("tags").style.maxWidth = width; // Before/After over the image's own width, not the frame's
+}
+
+// The result becomes the photo: chain tasks by hand (restore, then upscale the restored photo).
+function reuseResult() {
+  if (!state.result) return;
+  const { blob, name } = state.result;
+  setFile(new File([blob], name, { type: blob.type }));
+  $("input-title").scrollIntoView({ block: "nearest" });
+  $("task").focus();
 }
 
 // ---- start ----------------------------------------------------------------------------------
@@ -818,9 +994,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("split").addEventListener("input", setSplit);
   $("zoom").addEventListener("change", setZoom);
   $("after").addEventListener("load", setZoom);
+  $("reuse").addEventListener("click", reuseResult);
+  $("copy-curl").addEventListener("click", copyCurl);
   loadApi();
-  refreshHealth();
+  refreshHealth(); // and again every 2 s while a model is starting, else every 30 s
   const id = new URLSearchParams(window.location.search).get(JOB_PARAM);
   if (id) resume(id);
-  setInterval(refreshHealth, 30000);
 });

@@ -1,0 +1,50 @@
+"""What each model is, for people: one line and its licence. `/health` serves it per model
+(`about`), and the page and the CLI show it from there: this is the one place it is written.
+
+The licences are the ones the project's README states (section "Licences"): CodeFormer's code
+and weights are under the NTU S-Lab License 1.0, which forbids commercial use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class About:
+    model: str  # the model family, as its authors name it
+    description: str  # one line: what it does to a photo
+    licence: str
+    commercial_use: bool  # False: the licence forbids it (the page and CLI say so)
+
+
+ABOUT: dict[str, About] = {
+    "colorize": About(
+        "DDColor",
+        "Adds colour to a black-and-white or faded photo; keeps its lightness.",
+        "Apache-2.0 (DDColor's code and weights)",
+        True,
+    ),
+    "restore": About(
+        "NAFNet",
+        "Removes noise (denoise) or camera-shake blur (deblur) from the whole photo.",
+        "MIT",
+        True,
+    ),
+    "face-restore": About(
+        "CodeFormer",
+        "Finds faces and redraws them sharper; the rest of the photo is left as it is.",
+        "NTU S-Lab License 1.0: non-commercial use only",
+        False,
+    ),
+    "upscale": About(
+        "Real-ESRGAN",
+        "Enlarges the photo (x1 to x8) and redraws fine detail.",
+        "BSD-3-Clause",
+        True,
+    ),
+}
+
+
+def about(task: str) -> dict[str, object]:
+    return asdict(ABOUT[task])
