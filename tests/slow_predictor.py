@@ -95,8 +95,13 @@ PredictorServer(
 
 
 def start_tiled_slow_predictor(
-    log_path: Path, tiles: int = 10, ports: tuple[int, int] | None = None
+    log_path: Path,
+    tiles: int = 10,
+    ports: tuple[int, int] | None = None,
+    env: dict | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """The tiled server, ready; returns the process and its gRPC address (on `ports`, (http,
-    grpc), when given)."""
-    return start_script_server(TILED_SLOW_PREDICTOR, [str(ROOT), str(tiles)], log_path, ports)
+    grpc), when given). `env` may set MAX_INFLIGHT, the predictors' own cap (busy answers past
+    it), and SLOW_ONE_AT_A_TIME."""
+    args = [str(ROOT), str(tiles)]
+    return start_script_server(TILED_SLOW_PREDICTOR, args, log_path, ports, env)
