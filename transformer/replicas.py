@@ -94,15 +94,15 @@ class ReplicaSet:
                 await self._resolved.wait()
 
     def pick(self, tried: set[Replica]) -> Replica | None:
-        """The replica for the next attempt of a call: of those not tried yet and not busy, an
-        up one with the fewest calls in flight; when none is up, a down one (it may be back
-        before the probe sees it); None when every replica has been tried."""
+        """The replica for the next attempt of a call, of those not tried yet: one that is up
+        before one that is down (it may be back before the probe sees it), one that has not
+        just said busy before one that has, then the one with the fewest calls in flight, the
+        least recently picked first. None when every replica has been tried."""
         now = time.monotonic()
-        fresh = [r for r in self.replicas.values() if r not in tried and r.busy_until <= now]
-        choice = [r for r in fresh if not r.down] or fresh
-        if not choice:
+        fresh = [r for r in self.replicas.values() if r not in tried]
+        if not fresh:
             return None
-        replica = min(choice, key=lambda r: (r.inflight, r.turn))
+        replica = min(fresh, key=lambda r: (r.down, r.busy_until > now, r.inflight, r.turn))
         replica.turn = next(self._turns)
         return replica
 
