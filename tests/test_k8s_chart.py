@@ -19,6 +19,7 @@ from .k8s_helpers import (
     SPECS,
     TASKS,
     by_kind,
+    gateway_service,
     helm,
     isvc_task,
     kserve_predictor_service,
@@ -485,7 +486,7 @@ def _path_matches(route: str, path: dict) -> bool:
 def test_ingress_reaches_every_rest_route(preset):
     objs = render(preset)
     ingress = one(objs, "Ingress")
-    service = one(objs, "Service")
+    service = gateway_service(objs)
     deployment = one(objs, "Deployment")
     container_ports = {
         p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
@@ -509,7 +510,7 @@ def test_ingress_reaches_every_rest_route(preset):
 
 def test_httproute_reaches_every_rest_route():
     route = one(render("gpu"), "HTTPRoute")
-    service = one(render("gpu"), "Service")
+    service = gateway_service(render("gpu"))
     (rule,) = route["spec"]["rules"]
     paths = [
         {
