@@ -13,19 +13,25 @@ cost is sized from a measured request through the gateway, so the ratios hold on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 import time
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
 from PIL import Image
 
+from common.limits import BUSY_DETAIL
 from tests.gateway_process import start_gateway
 from tests.servers import stop_process
 from tests.slow_predictor import start_tiled_slow_predictor
 from transformer.config import Settings, Target, parse_target
+from transformer.predictors import to_parameter
+from transformer.v2wire import RawTensorClient, encode_request
 
 CAP = {"MAX_INFLIGHT": "1"}  # each replica runs one call at a time, whoever sends it
 
@@ -215,3 +221,43 @@ def test_max_inflight_per_task_caps_the_replicas_total():
     capped = Predictors(Settings.from_env({**env, "MAX_INFLIGHT_PER_TASK": "4"}))
     assert capped._concurrency(3) == 4
     assert capped._concurrency(0) == 2  # none up: one replica's worth finds out at once
+
+
+def test_a_replica_at_its_cap_answers_busy_at_once_on_both_rpcs(replicas):
+    """MAX_INFLIGHT=1: while one call runs, ModelInfer and ModelStreamInfer are refused with
+    RESOURCE_EXHAUSTED "busy: ..." at once (not after the running call), to any OIP client."""
+    _, address, log = replicas[0]
+
+    def request(cost_ms: int) -> bytes:
+        tensor = ModelInferRequest.InferInputTensor(
+            name="image", datatype="UINT8", shape=[1, 8, 8, 3]
+        )
+        message = ModelInferRequest(
+            model_name="restore", inputs=[tensor], parameters={"tile_size": to_parameter(cost_ms)}
+        )
+        return encode_request(message, [np.zeros((8, 8, 3), np.uint8)])
+
+    async def scenario() -> None:
+        client = RawTensorClient(address, retries=0)
+        try:
+            before = started(log_lines(log))
+            running = asyncio.create_task(client.infer(request(60_000), timeout=120))
+            while started(log_lines(log)) == before:  # until it runs on the replica
+                await asyncio.sleep(0.05)
+            for call in (
+                client.infer(request(0), timeout=30),
+                client.stream_infer(request(0), lambda _: None, timeout=30),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    await call
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert refused.value.details().startswith(BUSY_DETAIL)
+                assert not running.done()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+    assert "Traceback" not in log.read_text()
