@@ -29,6 +29,7 @@ from common.limits import BUSY_DETAIL
 from tests.gateway_process import start_gateway
 from tests.servers import stop_process
 from tests.slow_predictor import start_tiled_slow_predictor
+from transformer import replicas as replicas_module
 from transformer.config import Settings, Target, parse_target
 from transformer.predictors import to_parameter
 from transformer.v2wire import RawTensorClient, encode_request
@@ -261,3 +262,60 @@ def test_a_replica_at_its_cap_answers_busy_at_once_on_both_rpcs(replicas):
 
     asyncio.run(scenario())
     assert "Traceback" not in log.read_text()
+
+
+def test_a_dns_name_is_resolved_again_as_pods_come_and_go(monkeypatch):
+    """The bookkeeping of re-resolution (a name's pods cannot be changed on one machine):
+    new addresses join, gone ones leave (closed once their calls end), a failed lookup keeps
+    the replicas known. No connection is made: the clients here are stand-ins."""
+    answers: list = [
+        {"192.0.2.1"},
+        {"192.0.2.1", "192.0.2.2"},
+        OSError("Name or service not known"),
+        {"192.0.2.2"},
+        set(),
+    ]
+
+    async def lookup(host: str, port: int) -> set[str]:
+        assert (host, port) == ("pods.test", 8081)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(replicas_module, "lookup", lookup)
+    closed: list[str] = []
+
+    class Client:
+        def __init__(self, address: str):
+            self.address = address
+
+        async def close(self) -> None:
+            closed.append(self.address)
+
+    async def scenario() -> None:
+        ups: list[int] = []
+        pool = replicas_module.ReplicaSet(
+            "restore", Target(dns="pods.test:8081"), Client, lambda: ups.append(pool.up)
+        )
+        await pool._resolve()
+        assert set(pool.replicas) == {"192.0.2.1:8081"}
+        await pool._resolve()
+        assert set(pool.replicas) == {"192.0.2.1:8081", "192.0.2.2:8081"}
+        busy = pool.replicas["192.0.2.1:8081"]
+        busy.inflight = 1  # a call at it when it leaves
+        await pool._resolve()  # the lookup fails: nothing changes
+        assert set(pool.replicas) == {"192.0.2.1:8081", "192.0.2.2:8081"}
+        await pool._resolve()
+        assert set(pool.replicas) == {"192.0.2.2:8081"}
+        await asyncio.sleep(0)
+        assert closed == []  # its call goes on
+        busy.inflight = 0
+        pool.done(busy)
+        await asyncio.sleep(0)
+        assert closed == ["192.0.2.1:8081"]
+        assert ups == [1, 2, 1]  # admission heard of each change
+        await pool._resolve()  # no address at all (no pod ready)
+        assert pool.up == 0 and pool.pick(set()) is None
+
+    asyncio.run(scenario())

@@ -12,8 +12,9 @@ Why our own pick over one channel per replica, and not one channel with gRPC's `
   alternates blindly: bench/balance.py measures both);
 - a replica that answers "busy" (its own cap, predictors/v2grpc.py) or fails is skipped for this
   call and the call goes to another at once;
-- gRPC's DNS resolver re-resolves when a connection breaks, not on a timer: pods added by the
-  autoscaler would get no calls from a healthy channel.
+- gRPC's DNS resolver (C core, which Python uses) re-resolves when a connection breaks, not on
+  a timer: pods added by the autoscaler would get no calls from a healthy channel
+  (grpc/grpc#12295).
 
 A replica that fails (UNAVAILABLE, its model not ready) is `down`: skipped while another is up,
 and probed every PROBE_INTERVAL_S with ModelReady; it rejoins when ready (a restarted predictor
@@ -42,6 +43,12 @@ PROBE_TIMEOUT_S = 3.0
 DNS_REFRESH_S = 5.0
 # A replica that answered "busy" is not offered another call for this long.
 BUSY_HOLD_S = 0.1
+
+
+async def lookup(host: str, port: int) -> set[str]:
+    """The IP addresses `host` resolves to (the system's resolver, off the event loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return {info[4][0] for info in infos}
 
 
 @dataclass(eq=False)
@@ -170,16 +177,14 @@ class ReplicaSet:
     async def _resolve(self) -> None:
         host, _, port = self.target.dns.rpartition(":")
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host.strip("[]"), int(port), type=socket.SOCK_STREAM
-            )
+            ips = await lookup(host.strip("[]"), int(port))
         except OSError as exc:  # kept as they were: a DNS outage is not every pod gone
             if not self._dns_failing:
                 logger.warning("%s: %s does not resolve (%s)", self.task, self.target.dns, exc)
             self._dns_failing = True
         else:
             self._dns_failing = False
-            self._update({self._address(info[4][0]) for info in infos})
+            self._update({self._address(ip) for ip in ips})
         self._resolved.set()
 
     def _address(self, ip: str) -> str:
