@@ -173,7 +173,7 @@ class Predictors:
         try:
             await replicas.ready_to_pick()
         except TimeoutError:
-            why = "its predictors' address does not resolve"
+            why = "its predictors' name does not resolve (no answer from DNS)"
             raise self._unavailable(task, why, f"{replicas.target.dns} did not resolve") from None
         tensor = ModelInferRequest.InferInputTensor(
             name=IMAGE, datatype="UINT8", shape=[1, *image.shape]
@@ -234,7 +234,7 @@ class Predictors:
                 busy = False
                 continue
             if failure is None and replica is None:  # a dns:/// name without addresses
-                why = "its predictors' address resolves to no address"
+                why = "its predictors' name does not resolve (none ready, or a wrong name)"
                 raise self._unavailable(task, why, f"{replicas.target.dns}: no address")
             if replica is None or time.monotonic() >= deadline:
                 raise failure  # every replica was tried, or was busy until now
