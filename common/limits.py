@@ -28,3 +28,8 @@ def max_render_factor(env: dict[str, str]) -> int:
     if not low <= value <= high:
         raise ValueError(f"MAX_RENDER_FACTOR must be within {low}..{high}, got {value}")
     return value
+
+
+# A predictor at its own in-flight cap (MAX_INFLIGHT, predictors/v2grpc.py) answers
+# RESOURCE_EXHAUSTED with details starting so; the gateway then tries another replica.
+BUSY_DETAIL = "busy:"

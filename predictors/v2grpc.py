@@ -19,6 +19,11 @@ error is a response with `error_message` ("[request id: ID] reason") and the str
 with the request header `triton_grpc_error: true` the first error ends the stream with its gRPC
 status, as ModelInfer would answer it (the gateway asks so). Ending the stream (the client
 cancels it, or its deadline passes) stops its requests' work as a unary call's end does.
+
+MAX_INFLIGHT (environment; 0, the default, is no cap) bounds the inferences in progress on this
+server over both RPCs: one more is answered RESOURCE_EXHAUSTED "busy: ..." at once (CONTRACT
+section 8), which a gateway takes as "try another replica". Each gateway counts only its own
+calls; this cap keeps a replica within it whatever the number of gateways.
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 from grpc import aio
-from grpc_interceptor.exceptions import GrpcException
+from grpc_interceptor.exceptions import GrpcException, ResourceExhausted
 from kserve import ModelServer, model_server
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
@@ -45,9 +51,11 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse, to_grpc_parameters
 from kserve.utils.utils import to_headers
 
+from common.limits import BUSY_DETAIL
 from common.protowire import join_bytes_field, join_nested, length_delimited, split_bytes_field
 
 from . import progress
+from .limits import env_int
 
 log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
@@ -197,18 +205,42 @@ def _error_text(ex: Exception) -> str:
     return "Internal server error"
 
 
+class InflightCap:
+    """MAX_INFLIGHT inferences at once (module docstring); `limit` 0 is no cap."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.inflight = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.limit and self.inflight >= self.limit:
+            log.info("busy: %d inferences in progress (MAX_INFLIGHT); refused one", self.inflight)
+            raise ResourceExhausted(
+                f"{BUSY_DETAIL} {self.inflight} inferences in progress on this replica "
+                f"(MAX_INFLIGHT {self.limit}); try another replica or retry"
+            )
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
+
 class RawTensorServicer(InferenceServicer):
     """KServe's servicer whose ModelInfer takes and returns serialized messages."""
 
     def __init__(self, data_plane, model_repository_extension):
         super().__init__(data_plane, model_repository_extension)
         self.data_plane = data_plane
+        self.cap = InflightCap(env_int("MAX_INFLIGHT", 0))
 
     async def ModelInfer(self, data: bytes, context) -> bytes:  # type: ignore[override]
         request = decode_request(data)
-        response, _ = await self.data_plane.infer(
-            request=request, headers=to_headers(context), model_name=request.model_name
-        )
+        with self.cap.hold():
+            response, _ = await self.data_plane.infer(
+                request=request, headers=to_headers(context), model_name=request.model_name
+            )
         return encode_response(response)
 
     async def ModelStreamInfer(
@@ -262,9 +294,10 @@ class RawTensorServicer(InferenceServicer):
             )
             progress.current.set(reporter)  # in this task's own context
             try:
-                response, _ = await self.data_plane.infer(
-                    request=request, headers=headers, model_name=request.model_name
-                )
+                with self.cap.hold():
+                    response, _ = await self.data_plane.infer(
+                        request=request, headers=headers, model_name=request.model_name
+                    )
             finally:
                 held = reporter.close()
             if held is not None:

@@ -6,7 +6,8 @@ What has to change to run on one machine, and nothing else:
 - a container port becomes a free local port, in the args (`--http_port=8080`) and wherever a
   Service leads to it; a port number in the args that the container does not declare, or a
   Service port that leads to no declared port, is a `ChartMismatch`;
-- `<service>.<namespace>.svc.<domain>:<port>` in the env becomes 127.0.0.1:<that local port>;
+- `<service>.<namespace>.svc.<domain>:<port>` in the env, `dns:///` before it or not, becomes
+  127.0.0.1:<that local port> (one local pod behind each Service);
 - the pod's volumes (`/tmp`, `/mnt/models`, the gateway's data volume) become local folders;
   the command runs in an empty folder standing in for the image's read-only WORKDIR, with
   TMPDIR inside the pod's /tmp;
@@ -32,7 +33,10 @@ from tests.k8s_helpers import isvc_task, kserve_predictor_service
 from tests.servers import ROOT, free_port, stop_process
 
 PORT_ARG = re.compile(r"^(--[\w-]*port)=(\d+)$")
-SERVICE_ADDRESS = re.compile(r"^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.[a-z0-9.-]+)?:(\d+)$")
+SERVICE_ADDRESS = re.compile(
+    r"^(?:dns:///)?([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.[a-z0-9.-]+)?:(\d+)$"
+)
+TASK_LABEL = "photo-enhance.io/task"
 IMAGES = {
     "predictor": ROOT / "Dockerfile.predictor",
     "transformer": ROOT / "Dockerfile.transformer",
@@ -189,8 +193,10 @@ class LocalInstall:
                         local.mkdir(parents=True)
                         volumes[mount["mountPath"]] = local
                 self._add("transformer", container, "transformer", volumes)
-            elif kind == "Service":
-                self.services[(meta["name"], meta["namespace"])] = (obj["spec"], "transformer")
+            elif kind == "Service":  # the gateway's, or a headless one of a task's predictors
+                task = obj["spec"].get("selector", {}).get(TASK_LABEL)
+                backend = f"predictor/{task}" if task else "transformer"
+                self.services[(meta["name"], meta["namespace"])] = (obj["spec"], backend)
 
     def _add(self, name: str, container: dict, image: str, volumes: dict[str, Path]) -> None:
         tmp = self.root / name.replace("/", "-") / "tmp"

@@ -64,6 +64,16 @@ def one(objs: list[dict], kind: str) -> dict:
     return found[0]
 
 
+def gateway_service(objs: list[dict]) -> dict:
+    """The gateway's Service (the others are the predictors' headless ones)."""
+    (service,) = [
+        s
+        for s in by_kind(objs, "Service")
+        if s["spec"]["selector"].get("app.kubernetes.io/component") == "transformer"
+    ]
+    return service
+
+
 def isvc_task(isvc: dict) -> str:
     return isvc["metadata"]["labels"]["photo-enhance.io/task"]
 

@@ -36,15 +36,20 @@ def stop_process(process: subprocess.Popen) -> None:
 
 
 def start_script_server(
-    script: str, args: list[str], log_path: Path, ports: tuple[int, int] | None = None
+    script: str,
+    args: list[str],
+    log_path: Path,
+    ports: tuple[int, int] | None = None,
+    env: dict | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """`python -c script *args HTTP_PORT GRPC_PORT`, a V2 server, once ready; returns the
-    process and its gRPC address. On free ports, or on `ports` (http, grpc)."""
+    process and its gRPC address. On free ports, or on `ports` (http, grpc); `env` is added
+    to this process's environment."""
     http_port, grpc_port = ports or (free_port(), free_port())
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", script, *args, str(http_port), str(grpc_port)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:

@@ -83,6 +83,35 @@ def test_a_waiter_that_gives_up_leaves_the_slot_to_the_next():
         await asyncio.gather(holder, last, cancelled, return_exceptions=True)
         assert order == ["first", "last"]
         assert (queue.running, queue.waiting, queue.waiting_background) == (0, 0, 0)
-        assert queue._free == 1
+        assert queue._held == 0
+
+    asyncio.run(scenario())
+
+
+def test_replicas_coming_and_going_change_the_calls_at_once_and_retry_after():
+    """CONTRACT section 8: the queue admits MAX_INFLIGHT_PER_REPLICA per replica up
+    (predictors.py sets it); a replica that comes up lets waiters in at once, one that goes
+    admits no more until the calls at it end; Retry-After counts the replicas up."""
+
+    async def scenario() -> None:
+        queue = TaskQueue("restore", concurrency=1, max_waiting=8)
+        queue.seconds_per_call = 10.0
+        hold = asyncio.Event()
+        order: list[str] = []
+        tasks = [asyncio.create_task(_take(queue, f"r{i}", order, hold, False)) for i in range(4)]
+        await asyncio.sleep(0)
+        assert (queue.running, queue.waiting) == (1, 3)
+        assert queue.retry_after() == 40  # (1 running + 3 waiting) calls / 1 replica x 10 s
+        queue.set_concurrency(3)  # two more replicas up
+        await asyncio.sleep(0)
+        assert (queue.running, queue.waiting) == (3, 1)
+        assert queue.retry_after() == 14  # 4 calls / 3 replicas x 10 s, rounded up
+        queue.set_concurrency(1)  # two went down: the running calls go on, nobody else starts
+        await asyncio.sleep(0)
+        assert (queue.running, queue.waiting) == (3, 1)
+        hold.set()
+        await asyncio.gather(*tasks)
+        assert order == ["r0", "r1", "r2", "r3"]
+        assert (queue.running, queue.waiting, queue._held) == (0, 0, 0)
 
     asyncio.run(scenario())

@@ -19,6 +19,7 @@ from .k8s_helpers import (
     SPECS,
     TASKS,
     by_kind,
+    gateway_service,
     helm,
     isvc_task,
     kserve_predictor_service,
@@ -321,14 +322,65 @@ def test_kind_render_has_no_gpu_anything():
     assert variants["upscale"] == "--variant=x2plus"
 
 
+def _gateway_env(objs: list[dict]) -> dict[str, str]:
+    (container,) = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def _predictor_pod_labels(isvc: dict) -> dict:
+    """The labels KServe gives an InferenceService's predictor pods (with the chart's own)."""
+    return {
+        "serving.kserve.io/inferenceservice": isvc["metadata"]["name"],
+        "component": "predictor",
+        **isvc["spec"]["predictor"]["labels"],
+    }
+
+
 @pytest.mark.parametrize("preset", PRESETS)
-def test_transformer_addresses_are_kserve_predictor_services(preset):
+def test_transformer_addresses_are_headless_services_of_the_predictor_pods(preset):
+    """CONTRACT section 8: dns:/// of a headless Service per task that selects exactly that
+    task's predictor pods, on the port they serve gRPC on (a pod IP: no port mapping)."""
     objs = render(preset)
-    deployment = one(objs, "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
+    env = _gateway_env(objs)
+    services = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
     isvcs = by_kind(objs, "InferenceService")
     for isvc in isvcs:
+        task = isvc_task(isvc)
+        address = env[f"PREDICTOR_{task.upper().replace('-', '_')}"]
+        match = re.fullmatch(
+            r"dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)", address
+        )
+        assert match, address
+        name, namespace, port = match[1], match[2], int(match[3])
+        service = services[name]
+        assert namespace == service["metadata"]["namespace"] == NAMESPACE
+        assert service["spec"]["clusterIP"] == "None"
+        assert not service["spec"].get("publishNotReadyAddresses")
+        (svc_port,) = service["spec"]["ports"]
+        assert svc_port["port"] == port
+        ports = {p["name"]: p["containerPort"] for p in
+                 isvc["spec"]["predictor"]["containers"][0]["ports"]}  # fmt: skip
+        assert ports[svc_port["targetPort"]] == port
+        assert f"--grpc_port={port}" in isvc["spec"]["predictor"]["containers"][0]["args"]
+        selector = {"matchLabels": service["spec"]["selector"]}
+        for other in isvcs:
+            assert selector_matches(selector, _predictor_pod_labels(other)) == (other is isvc)
+        gateway_pod = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+        assert not selector_matches(selector, gateway_pod)
+    assert sorted(k for k in env if k.startswith("PREDICTOR_") and k != "PREDICTOR_TIMEOUT_S") == [
+        "PREDICTOR_COLORIZE",
+        "PREDICTOR_FACE_RESTORE",
+        "PREDICTOR_RESTORE",
+        "PREDICTOR_UPSCALE",
+    ]
+    assert int(env["GRPC_MAX_MESSAGE_BYTES"]) >= 200 * 1024 * 1024
+
+
+def test_without_headless_services_addresses_are_kserve_predictor_services():
+    objs = render("default", "--set", "predictor.headlessService=false")
+    env = _gateway_env(objs)
+    assert not [s for s in by_kind(objs, "Service") if s["spec"].get("clusterIP") == "None"]
+    for isvc in by_kind(objs, "InferenceService"):
         task = isvc_task(isvc)
         svc = kserve_predictor_service(isvc)
         (grpc,) = [p for p in svc["ports"] if p["name"] in ("grpc", "h2c")]
@@ -337,13 +389,65 @@ def test_transformer_addresses_are_kserve_predictor_services(preset):
         # the port KServe exposes there is the one the predictor serves gRPC on
         args = isvc["spec"]["predictor"]["containers"][0]["args"]
         assert f"--grpc_port={grpc['targetPort']}" in args
-    assert sorted(k for k in env if k.startswith("PREDICTOR_") and k != "PREDICTOR_TIMEOUT_S") == [
-        "PREDICTOR_COLORIZE",
-        "PREDICTOR_FACE_RESTORE",
-        "PREDICTOR_RESTORE",
-        "PREDICTOR_UPSCALE",
-    ]
-    assert int(env["GRPC_MAX_MESSAGE_BYTES"]) >= 200 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("args", "gateway_env", "predictor_cap"),
+    [
+        ([], {"MAX_INFLIGHT_PER_REPLICA": "1"}, "0"),
+        (
+            [
+                "--set",
+                "transformer.maxInflightPerReplica=2",
+                "--set",
+                "transformer.maxInflightPerTask=6",
+            ],
+            {"MAX_INFLIGHT_PER_REPLICA": "2", "MAX_INFLIGHT_PER_TASK": "6"},
+            "0",
+        ),
+        (["-f", str(CHART / "values-gpu.yaml")], {"MAX_INFLIGHT_PER_REPLICA": "1"}, "1"),
+        (["--set", "predictor.maxInflight=3"], {"MAX_INFLIGHT_PER_REPLICA": "1"}, "3"),
+    ],
+)
+def test_inflight_caps_reach_the_gateway_and_the_predictors(args, gateway_env, predictor_cap):
+    """One gateway: no predictor cap (direct OIP clients queue as before); several gateways
+    (values-gpu: autoscaled with redis): each predictor refuses past the per-replica cap."""
+    objs = render("default", *args)
+    env = _gateway_env(objs)
+    assert {k: v for k, v in env.items() if k.startswith("MAX_INFLIGHT")} == gateway_env
+    for isvc in by_kind(objs, "InferenceService"):
+        container = isvc["spec"]["predictor"]["containers"][0]
+        assert {e["name"]: e.get("value") for e in container["env"]}[
+            "MAX_INFLIGHT"
+        ] == predictor_cap
+
+
+def test_keda_scales_predictors_on_the_gateways_queue():
+    require_crd_schemas()
+    objs = render("gpu", "--set", "predictor.autoscaler=keda")
+    for isvc in by_kind(objs, "InferenceService"):
+        errors = list(_crd_validator(isvc["apiVersion"], isvc["kind"]).iter_errors(isvc))
+        assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+        predictor = isvc["spec"]["predictor"]
+        assert "scaleMetric" not in predictor and "scaleTarget" not in predictor
+        (metric,) = predictor["autoScaling"]["metrics"]
+        assert metric["type"] == "External"
+        query = metric["external"]["metric"]["query"]
+        selector = f'namespace="{NAMESPACE}",task="{isvc_task(isvc)}"'
+        for gauge in ("photo_enhance_queue_depth", "photo_enhance_inflight"):
+            assert f"{gauge}{{{selector}}}" in query  # the gateway's gauges (metrics.py)
+        assert metric["external"]["metric"]["backend"] == "prometheus"
+        assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "2"}
+    for isvc in by_kind(render("gpu"), "InferenceService"):  # the default stays KServe's HPA
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
+        assert "autoScaling" not in isvc["spec"]["predictor"]
+
+
+def test_keda_needs_standard_mode():
+    args = ["--set", "predictor.autoscaler=keda", "--set", "predictor.deploymentMode=Knative"]
+    result = helm("template", "x", str(CHART), *args, check=False)
+    assert result.returncode != 0 and "keda needs deploymentMode Standard" in result.stderr
 
 
 def test_kserve_service_model_puts_http_on_port_80():
@@ -382,7 +486,7 @@ def _path_matches(route: str, path: dict) -> bool:
 def test_ingress_reaches_every_rest_route(preset):
     objs = render(preset)
     ingress = one(objs, "Ingress")
-    service = one(objs, "Service")
+    service = gateway_service(objs)
     deployment = one(objs, "Deployment")
     container_ports = {
         p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
@@ -406,7 +510,7 @@ def test_ingress_reaches_every_rest_route(preset):
 
 def test_httproute_reaches_every_rest_route():
     route = one(render("gpu"), "HTTPRoute")
-    service = one(render("gpu"), "Service")
+    service = gateway_service(render("gpu"))
     (rule,) = route["spec"]["rules"]
     paths = [
         {

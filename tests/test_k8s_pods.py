@@ -25,7 +25,15 @@ import pytest
 from archs.catalogue import CATALOGUE
 from tests import storage_initializer as si
 from tests.chart_pods import ChartMismatch, LocalInstall, snapshot
-from tests.k8s_helpers import RELEASE, by_kind, isvc_task, one, render, storage_uris
+from tests.k8s_helpers import (
+    RELEASE,
+    by_kind,
+    gateway_service,
+    isvc_task,
+    one,
+    render,
+    storage_uris,
+)
 from tests.servers import ROOT
 
 _spec = importlib.util.spec_from_file_location("e2e_check", ROOT / "hack" / "e2e_check.py")
@@ -200,7 +208,7 @@ def test_a_transformer_address_on_the_wrong_port_fails(tmp_path):
 
 def test_a_service_pointing_at_an_undeclared_port_fails(tmp_path):
     objs, folders, root = _kind_install(tmp_path)
-    one(objs, "Service")["spec"]["ports"][0]["targetPort"] = "web"
+    gateway_service(objs)["spec"]["ports"][0]["targetPort"] = "web"
     local = LocalInstall(objs, folders, root)
     with pytest.raises(ChartMismatch, match="'web'"):
         local.url(f"{RELEASE}-transformer")

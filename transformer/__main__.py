@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.add_argument(
             f"--{flag_name(task)}",
             default=None,
-            help=f"gRPC host:port of the {task} predictor (env {ADDRESS_ENV[task]})",
+            help=f"gRPC address of the {task} predictor: host:port, a comma-separated list of "
+            f"its replicas, or dns:///name:port (env {ADDRESS_ENV[task]})",
         )
     parser.add_argument("--http_host", default="0.0.0.0", help="address the REST server binds")
     parser.add_argument("--max_image_side", type=int, default=None, help="env MAX_IMAGE_SIDE")

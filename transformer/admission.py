@@ -1,8 +1,10 @@
 """A bounded queue per task in front of its predictor (load shedding).
 
-At most MAX_INFLIGHT_PER_TASK requests of a task are at its predictor at once; at most
-MAX_QUEUE_PER_TASK more wait here, in arrival order. One more is answered 429 with a Retry-After
-estimated from the recent time per call. A waiting request whose deadline passes leaves the
+At most `concurrency` requests of a task are at its predictors at once: MAX_INFLIGHT_PER_REPLICA
+times the replicas that are up (predictors.py sets it as replicas come and go), at most
+MAX_INFLIGHT_PER_TASK when that is set; at most MAX_QUEUE_PER_TASK more wait here, in arrival
+order. One more is answered 429 with a Retry-After estimated from the recent time per call and
+the replicas up. A waiting request whose deadline passes leaves the
 queue with 504 without reaching the predictor; one whose client hangs up simply leaves.
 A request past its first step (a pipeline) is never refused: its later steps wait their turn.
 
@@ -23,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
+from . import metrics
 from .budget import Budget
 from .errors import GatewayError
 
@@ -41,7 +44,7 @@ class TaskQueue:
         self.waiting_background = 0  # job calls waiting (bounded by the job runner)
         self.running = 0
         self.seconds_per_call = 1.0
-        self._free = concurrency
+        self._held = 0  # slots given out: running, or handed to a waiter that is waking up
         # Waiters by priority: synchronous requests first, then background (job) calls.
         self._waiters: dict[bool, deque[asyncio.Future]] = {False: deque(), True: deque()}
 
@@ -58,11 +61,16 @@ class TaskQueue:
             {"Retry-After": str(self.retry_after())},
         )
 
+    def set_concurrency(self, concurrency: int) -> None:
+        """A new number of calls at once (replicas came or went); waiters get any new room."""
+        self.concurrency = max(1, concurrency)
+        self._wake()
+
     async def _acquire(self, low: bool) -> None:
         """A slot; a freed one is handed to the first synchronous waiter, else the first
         background one (a waiter is woken holding it)."""
-        if self._free > 0:  # then nobody waits: a freed slot goes to a waiter first
-            self._free -= 1
+        if self._held < self.concurrency:  # then nobody waits: room goes to waiters first
+            self._held += 1
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[low].append(waiter)
@@ -76,13 +84,21 @@ class TaskQueue:
             raise
 
     def _release(self) -> None:
+        self._held -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand the room there is to waiters, synchronous ones first."""
         for waiters in (self._waiters[False], self._waiters[True]):
-            while waiters:
+            while waiters and self._held < self.concurrency:
                 waiter = waiters.popleft()
                 if not waiter.done():
+                    self._held += 1
                     waiter.set_result(None)
-                    return
-        self._free += 1
+
+    def _report(self) -> None:
+        metrics.QUEUE_DEPTH.labels(self.task).set(self.waiting + self.waiting_background)
+        metrics.INFLIGHT.labels(self.task).set(self.running)
 
     @asynccontextmanager
     async def slot(self, budget: Budget | None) -> AsyncIterator[None]:
@@ -95,6 +111,7 @@ class TaskQueue:
             self.waiting_background += 1
         else:
             self.waiting += 1
+        self._report()
         try:
             if budget is None:
                 await self._acquire(low)
@@ -111,13 +128,16 @@ class TaskQueue:
                 self.waiting_background -= 1
             else:
                 self.waiting -= 1
+            self._report()
         self.running += 1
+        self._report()
         start = time.monotonic()
         try:
             yield
         finally:
             self.running -= 1
             self._release()
+            self._report()
             took = time.monotonic() - start
             self.seconds_per_call += self.SMOOTHING * (took - self.seconds_per_call)
 

@@ -9,7 +9,8 @@ from common import limits
 
 TASKS = ("colorize", "restore", "face-restore", "upscale")
 
-# gRPC address of each task's predictor (host:port).
+# gRPC address of each task's predictor: `host:port`, a comma-separated list of them (its
+# replicas), or `dns:///name:port` (every address the name resolves to; parse_target).
 ADDRESS_ENV = {
     "colorize": "PREDICTOR_COLORIZE",
     "restore": "PREDICTOR_RESTORE",
@@ -42,8 +43,10 @@ DEFAULT_MAX_OUTPUT_PIXELS = 8192 * 8192
 # Requests waiting per task behind the ones at the predictor (then 429). With a few seconds per
 # request on a GPU, 8 waiting is well inside the request timeout.
 DEFAULT_MAX_QUEUE_PER_TASK = 8
-# Requests at a task's predictor at once: its replicas (each runs one inference at a time).
-DEFAULT_MAX_INFLIGHT_PER_TASK = 1
+# Calls at one predictor replica at once (each runs one inference at a time). A task's calls at
+# once are this times its replicas that are up, at most MAX_INFLIGHT_PER_TASK when that is set.
+DEFAULT_MAX_INFLIGHT_PER_REPLICA = 1
+DNS_SCHEME = "dns:///"
 # An upload that sends nothing for this long, or averages under the rate after it, gets 408.
 DEFAULT_UPLOAD_IDLE_TIMEOUT_S = 15.0
 DEFAULT_UPLOAD_MIN_BYTES_PER_S = 8 * 1024  # 64 kbit/s: slower than any mobile link in use
@@ -52,6 +55,42 @@ DEFAULT_UPLOAD_MIN_BYTES_PER_S = 8 * 1024  # 64 kbit/s: slower than any mobile l
 def flag_name(task: str) -> str:
     """`face-restore` -> `predictor_face_restore` (argparse dest and flag)."""
     return "predictor_" + task.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a task's replicas are: fixed `host:port` addresses, or a name to resolve."""
+
+    addresses: tuple[str, ...] = ()
+    dns: str | None = None  # "name:port" of a dns:/// target
+
+    @property
+    def port(self) -> int:
+        return int(_split_host_port(self.dns or "")[1])
+
+
+def _split_host_port(address: str) -> tuple[str, str]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, port
+
+
+def parse_target(raw: str) -> Target:
+    """`host:port`, `host:port,host:port,...` or `dns:///name:port` (ValueError otherwise)."""
+    raw = raw.strip()
+    if raw.startswith(DNS_SCHEME):
+        name = raw[len(DNS_SCHEME) :]
+        _split_host_port(name)
+        return Target(dns=name)
+    if "://" in raw or raw.startswith("dns:"):
+        raise ValueError(f"{raw!r}: the only scheme is {DNS_SCHEME}name:port")
+    addresses = tuple(part.strip() for part in raw.split(","))
+    for address in addresses:
+        _split_host_port(address)
+    if len(set(addresses)) != len(addresses):
+        raise ValueError(f"{raw!r} names an address twice")
+    return Target(addresses=addresses)
 
 
 def _env_float(env: dict[str, str], name: str, default: float) -> float:
@@ -67,7 +106,7 @@ def _env_float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
-def _env_int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
+def _env_int(env: dict[str, str], name: str, default: int | None, minimum: int) -> int | None:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -93,7 +132,8 @@ class Settings:
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
     max_render_factor: int = limits.DEFAULT_MAX_RENDER_FACTOR
     max_queue_per_task: int = DEFAULT_MAX_QUEUE_PER_TASK
-    max_inflight_per_task: int = DEFAULT_MAX_INFLIGHT_PER_TASK
+    max_inflight_per_replica: int = DEFAULT_MAX_INFLIGHT_PER_REPLICA
+    max_inflight_per_task: int | None = None  # a cap over all the task's replicas
     upload_idle_timeout_s: float = DEFAULT_UPLOAD_IDLE_TIMEOUT_S
     upload_min_bytes_per_s: int = DEFAULT_UPLOAD_MIN_BYTES_PER_S
 
@@ -111,7 +151,9 @@ class Settings:
         env["MAX_OUTPUT_PIXELS"] = str(self.max_output_pixels)
         env["MAX_RENDER_FACTOR"] = str(self.max_render_factor)
         env["MAX_QUEUE_PER_TASK"] = str(self.max_queue_per_task)
-        env["MAX_INFLIGHT_PER_TASK"] = str(self.max_inflight_per_task)
+        env["MAX_INFLIGHT_PER_REPLICA"] = str(self.max_inflight_per_replica)
+        if self.max_inflight_per_task is not None:
+            env["MAX_INFLIGHT_PER_TASK"] = str(self.max_inflight_per_task)
         env["UPLOAD_IDLE_TIMEOUT_S"] = repr(self.upload_idle_timeout_s)
         env["UPLOAD_MIN_BYTES_PER_S"] = str(self.upload_min_bytes_per_s)
 
@@ -126,6 +168,12 @@ class Settings:
             task: (flags.get(flag_name(task)) or env.get(ADDRESS_ENV[task], "").strip() or None)
             for task in TASKS
         }
+        for task, address in addresses.items():
+            if address:
+                try:
+                    parse_target(address)
+                except ValueError as exc:
+                    raise ValueError(f"{ADDRESS_ENV[task]}: {exc}") from None
         variants = {
             task: env.get(VARIANT_ENV[task], "").strip() or DEFAULT_VARIANT[task] for task in TASKS
         }
@@ -154,9 +202,10 @@ class Settings:
             max_output_pixels=_env_int(env, "MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS, 1),
             max_render_factor=limits.max_render_factor(env),
             max_queue_per_task=_env_int(env, "MAX_QUEUE_PER_TASK", DEFAULT_MAX_QUEUE_PER_TASK, 0),
-            max_inflight_per_task=_env_int(
-                env, "MAX_INFLIGHT_PER_TASK", DEFAULT_MAX_INFLIGHT_PER_TASK, 1
+            max_inflight_per_replica=_env_int(
+                env, "MAX_INFLIGHT_PER_REPLICA", DEFAULT_MAX_INFLIGHT_PER_REPLICA, 1
             ),
+            max_inflight_per_task=_env_int(env, "MAX_INFLIGHT_PER_TASK", None, 1),
             upload_idle_timeout_s=_env_float(
                 env, "UPLOAD_IDLE_TIMEOUT_S", DEFAULT_UPLOAD_IDLE_TIMEOUT_S
             ),

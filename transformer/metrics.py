@@ -38,3 +38,22 @@ JOB_RUN_SECONDS = Histogram(
     ("task", "status"),
     buckets=_JOB_BUCKETS,
 )
+
+# Load per task (CONTRACT section 8), what the chart's queue-based autoscaling reads: calls
+# waiting in this gateway's queue (requests and job calls), calls at the predictors, and the
+# predictor replicas this gateway sees up.
+QUEUE_DEPTH = Gauge(
+    "photo_enhance_queue_depth",
+    "Predictor calls waiting in this gateway's queue, by task (requests and job calls).",
+    ("task",),
+)
+INFLIGHT = Gauge(
+    "photo_enhance_inflight",
+    "Predictor calls of this gateway in flight, by task.",
+    ("task",),
+)
+REPLICAS_UP = Gauge(
+    "photo_enhance_replicas_up",
+    "Predictor replicas this gateway sends calls to (known and not failed), by task.",
+    ("task",),
+)

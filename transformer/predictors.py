@@ -1,10 +1,12 @@
 """V2 (Open Inference Protocol) gRPC clients for the four task predictors.
 
-One `kserve.InferenceGRPCClient` per task (KServe's own client factory caches a single client for
-the whole process). Images travel as `UINT8 [1, H, W, 3]` raw tensor contents, never as number
-lists. gRPC failures become the contract's statuses: 503 (with Retry-After) when the predictor is
-unreachable or its model is not ready, 504 when it does not answer in time; 503 without
-Retry-After for a task that has no predictor address (this gateway does not offer it).
+One `kserve.InferenceGRPCClient` per predictor replica (replicas.py; KServe's own client factory
+caches a single client for the whole process); a call goes to the least busy replica that is
+up, and to another one when that one is busy or fails, before any 503. Images travel as
+`UINT8 [1, H, W, 3]` raw tensor contents, never as number lists. gRPC failures become the
+contract's statuses: 503 (with Retry-After) when no replica is reachable with its model
+ready, 504 when it does not answer in time; 503 without Retry-After for a task that has no
+predictor address (this gateway does not offer it).
 
 Each call waits its turn in the task's queue (admission.py) and carries the request's time left
 as its gRPC deadline (budget.py); cancelling the awaiting task cancels the call. A call made for
@@ -15,6 +17,7 @@ with the same request bytes, queue, deadline and errors, and gives the same answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -23,13 +26,15 @@ from typing import Any
 
 import grpc
 import numpy as np
-from kserve import InferenceGRPCClient
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter, ModelInferRequest
+
+from common.limits import BUSY_DETAIL
 
 from . import budget, catalog, metrics, progress
 from .admission import Admission
-from .config import ADDRESS_ENV, Settings, flag_name
+from .config import ADDRESS_ENV, Settings, flag_name, parse_target
 from .errors import GatewayError, not_offered
+from .replicas import Replica, ReplicaSet
 from .v2wire import Progress, RawTensorClient, Reply, StreamError, encode_request
 
 logger = logging.getLogger("transformer.predictors")
@@ -49,6 +54,8 @@ logging.getLogger("kserve.trace").addFilter(_QuietClientFailures())
 
 IMAGE = "image"
 HEALTH_TIMEOUT_S = 3.0
+# Every replica tried said busy (their own caps, other gateways' calls): wait this long, again.
+BUSY_WAIT_S = 0.05
 # gRPC's default reconnect backoff grows to 120 s: a predictor that restarts after a minute away
 # would sit unused for up to a minute more. Its address is ours and cheap to dial: retry often.
 # (grpc.min_reconnect_backoff_ms stays unset: gRPC uses it as the connect timeout, 20 s.)
@@ -102,7 +109,7 @@ class Predictors:
 
     settings: Settings
     admission: Admission | None = None
-    _clients: dict[str, InferenceGRPCClient] = field(default_factory=dict)
+    _replicas: dict[str, ReplicaSet] = field(default_factory=dict)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant/device seen
     _was_ready: dict[str, bool] = field(default_factory=dict)
     _ever_ready: set[str] = field(default_factory=set)  # ready at least once since the start
@@ -111,7 +118,14 @@ class Predictors:
     def __post_init__(self) -> None:
         if self.admission is None:
             s = self.settings
-            self.admission = Admission(s.max_inflight_per_task, s.max_queue_per_task)
+            self.admission = Admission(self._concurrency(1), s.max_queue_per_task)
+
+    def _concurrency(self, replicas_up: int) -> int:
+        """Calls at once for a task: MAX_INFLIGHT_PER_REPLICA per replica up (one replica's
+        worth when none is: those calls find out at once), at most MAX_INFLIGHT_PER_TASK."""
+        s = self.settings
+        calls = s.max_inflight_per_replica * max(1, replicas_up)
+        return min(calls, s.max_inflight_per_task or calls)
 
     def _unavailable(self, task: str, why: str, internal: str) -> GatewayError:
         return GatewayError(
@@ -121,29 +135,46 @@ class Predictors:
             internal=internal,
         )
 
-    def client(self, task: str) -> InferenceGRPCClient:
+    def _client(self, address: str) -> RawTensorClient:
+        limit = self.settings.grpc_max_message
+        return RawTensorClient(
+            address,
+            channel_args=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+                *RECONNECT_BACKOFF_MS.items(),
+            ],
+            timeout=self.settings.predictor_timeout_s,
+            retries=2,  # retried only on UNAVAILABLE (kserve's retry policy)
+        )
+
+    def replicas(self, task: str) -> ReplicaSet:
+        """The task's replicas; 503 for a task this gateway does not offer."""
         address = self.settings.addresses.get(task)
         if not address:
             raise not_offered(task, f"{ADDRESS_ENV[task]} or --{flag_name(task)}")
-        client = self._clients.get(task)
-        if client is None:
-            limit = self.settings.grpc_max_message
-            client = RawTensorClient(
-                address,
-                channel_args=[
-                    ("grpc.max_send_message_length", limit),
-                    ("grpc.max_receive_message_length", limit),
-                    *RECONNECT_BACKOFF_MS.items(),
-                ],
-                timeout=self.settings.predictor_timeout_s,
-                retries=2,  # retried only on UNAVAILABLE (kserve's retry policy)
+        replicas = self._replicas.get(task)
+        if replicas is None:
+            replicas = ReplicaSet(
+                task, parse_target(address), self._client, lambda: self._replicas_changed(task)
             )
-            self._clients[task] = client
-        return client
+            self._replicas[task] = replicas
+            self._replicas_changed(task)
+        return replicas
+
+    def _replicas_changed(self, task: str) -> None:
+        up = self._replicas[task].up
+        metrics.REPLICAS_UP.labels(task).set(up)
+        self.admission.queue(task).set_concurrency(self._concurrency(up))
 
     async def infer(self, task: str, image: np.ndarray, parameters: dict[str, Any]) -> Answer:
         """Send one uint8 [H, W, 3] RGB image to the task's predictor; its image comes back."""
-        client = self.client(task)
+        replicas = self.replicas(task)
+        try:
+            await replicas.ready_to_pick()
+        except TimeoutError:
+            why = "its predictors' name does not resolve (no answer from DNS)"
+            raise self._unavailable(task, why, f"{replicas.target.dns} did not resolve") from None
         tensor = ModelInferRequest.InferInputTensor(
             name=IMAGE, datatype="UINT8", shape=[1, *image.shape]
         )
@@ -157,13 +188,10 @@ class Predictors:
         request_budget = budget.current.get()
         listener = progress.current.get()
         async with self.admission.queue(task).slot(request_budget):
-            timeout = self.settings.predictor_timeout_s
-            if request_budget is not None:
-                timeout = request_budget.check(f"before the {task} step started")
             start = time.perf_counter()
             outcome = "error"
             try:
-                response = await self._call(client, task, request, listener, timeout)
+                response = await self._on_a_replica(replicas, request, listener, request_budget)
                 outcome = "ok"
             except grpc.RpcError as exc:
                 outcome = exc.code().name.lower() if hasattr(exc, "code") else "error"
@@ -182,6 +210,57 @@ class Predictors:
         if seen:
             self.reported[task] = seen
         return Answer(answer, params, elapsed)
+
+    async def _on_a_replica(
+        self,
+        replicas: ReplicaSet,
+        request: bytes,
+        listener: progress.Listener | None,
+        request_budget: budget.Budget | None,
+    ) -> Reply:
+        """The call at the least busy replica up; at another one when it is busy or fails
+        (UNAVAILABLE, model not ready). Raises the last failure when every replica failed, and
+        waits and tries again while they are busy, within the call's time."""
+        task = replicas.task
+        deadline = time.monotonic() + self.settings.predictor_timeout_s
+        tried: set[Replica] = set()
+        failure: grpc.RpcError | None = None
+        busy = False  # some replica tried since the last wait said busy
+        while True:
+            replica = replicas.pick(tried)
+            if replica is None and busy and time.monotonic() < deadline:
+                await asyncio.sleep(BUSY_WAIT_S)
+                tried.clear()
+                busy = False
+                continue
+            if failure is None and replica is None:  # a dns:/// name without addresses
+                why = "its predictors' name does not resolve (none ready, or a wrong name)"
+                raise self._unavailable(task, why, f"{replicas.target.dns}: no address")
+            if replica is None or time.monotonic() >= deadline:
+                raise failure  # every replica was tried, or was busy until now
+            tried.add(replica)
+            timeout = deadline - time.monotonic()
+            if request_budget is not None:
+                timeout = min(timeout, request_budget.check(f"before the {task} step started"))
+            replica.inflight += 1
+            try:
+                response = await self._call(replica.client, task, request, listener, timeout)
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _busy(exc):
+                    replicas.busy(replica)
+                    busy = True
+                elif code in _UNAVAILABLE:
+                    replicas.failed(replica, f"{code.name}: {exc.details()}")
+                else:
+                    raise
+                failure = exc
+                continue
+            finally:
+                replica.inflight -= 1
+                replicas.done(replica)
+            replicas.answered(replica)
+            return response
 
     async def _call(
         self,
@@ -246,6 +325,12 @@ class Predictors:
         if code in _UNAVAILABLE:  # the address and gRPC status go to the log, not the client
             why = _WHY_UNAVAILABLE[code]
             return self._unavailable(task, why, f"its predictor at {address} answered {code.name}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _busy(exc):
+            return GatewayError(
+                504,
+                f"every {task} predictor replica stayed busy for "
+                f"{self.settings.predictor_timeout_s:g} s (PREDICTOR_TIMEOUT_S); retry later",
+            )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return GatewayError(
                 504,
@@ -260,27 +345,29 @@ class Predictors:
         return RuntimeError(f"{task} predictor at {address} failed: {code}: {details}")
 
     async def ready(self, task: str) -> tuple[bool, str]:
-        """(ready, why not) from the predictor's V2 ModelReady."""
+        """(ready, why not) from the V2 ModelReady of each replica: ready when one is."""
         if not self.settings.addresses.get(task):
             return False, f"not configured (no predictor address in {ADDRESS_ENV[task]})"
-        client = self.client(task)
+        replicas = self.replicas(task)
         try:
-            ok = await client.is_model_ready(task, timeout=HEALTH_TIMEOUT_S)
-            if ok and not self._was_ready.get(task):  # newly ready, maybe a new process
-                self._unary_only.discard(task)
-                await self._learn_device(task, client)
-        except grpc.RpcError as exc:
-            ok = False
-            code = exc.code().name if hasattr(exc, "code") else "error"
-            why = f"predictor at {self.settings.addresses[task]}: {code}"
-            if code == "UNAVAILABLE":  # e.g. make run restarting it, or its pod rescheduled
-                why += " (not reachable: down or restarting)"
-        else:
-            why = "" if ok else "model loading or failed to load (see the predictor's log)"
+            await replicas.ready_to_pick()
+        except TimeoutError:
+            return False, f"{replicas.target.dns} did not resolve"
+        members = list(replicas.replicas.values())
+        results = await asyncio.gather(*(replicas.probe(r) for r in members))
+        ok = any(ready for ready, _ in results)
+        if ok and not self._was_ready.get(task):  # newly ready, maybe a new process
+            self._unary_only.discard(task)
+            first = next(r for r, (ready, _) in zip(members, results, strict=True) if ready)
+            with contextlib.suppress(grpc.RpcError):  # else learnt at the next check
+                await self._learn_device(task, first.client)
         self._was_ready[task] = ok
         if ok:
             self._ever_ready.add(task)
-        return ok, why
+        if ok or not members:
+            return ok, "" if members else f"{replicas.target.dns} resolves to no address"
+        whys = zip(members, results, strict=True)
+        return False, "; ".join(f"predictor at {r.address}: {w}" for r, (_, w) in whys)
 
     def state(self, task: str, ready: bool) -> str:
         """/health's `state`, for people: ready; starting (never ready yet since this gateway
@@ -311,12 +398,21 @@ class Predictors:
                 "state": self.state(task, ok),
                 "about": catalog.about(task),
             }
+            if task in self._replicas:
+                replicas = self._replicas[task]
+                entry["replicas"] = {"up": replicas.up, "known": len(replicas.replicas)}
             if why:
                 entry["detail"] = why
             report[task] = entry
         return report
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-        self._clients.clear()
+        for replicas in self._replicas.values():
+            await replicas.close()
+        self._replicas.clear()
+
+
+def _busy(exc: grpc.RpcError) -> bool:
+    """A predictor at its own in-flight cap (CONTRACT section 8): try another replica."""
+    details = exc.details() if hasattr(exc, "details") else ""
+    return (details or "").startswith(BUSY_DETAIL)

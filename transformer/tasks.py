@@ -174,7 +174,7 @@ async def pipeline(p: Predictors, rgb: np.ndarray, o: PipelineOptions) -> Result
     steps = plan_pipeline(rgb.shape[1], rgb.shape[0], o)
     for step in steps:  # a step this server does not offer: 503 before any work is done
         if step.name in MODEL_STEPS:
-            p.client(step.name)
+            p.replicas(step.name)
     for step in steps:
         if step.name == "colorize":
             rgb = await colorize(p, rgb, o.render_factor, out)

@@ -121,7 +121,7 @@ async def submit(request: Request, op: operations.Operation, state: Any) -> Resp
         data = await read_upload(request, settings.max_upload_bytes, state.pace)
         decoded = await operations.decode(settings, op, data)  # the synchronous checks
         for task in op.steps(decoded.rgb):
-            state.predictors.client(task)  # 503 for a task this gateway does not serve
+            state.predictors.replicas(task)  # 503 for a task this gateway does not serve
         del decoded
         job = Job.new(op.route, op.params(), key, webhook)
         await jobs.files.put(UPLOADS, job.id, data)

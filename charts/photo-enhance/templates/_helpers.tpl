@@ -40,19 +40,43 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
-The predictor's in-cluster gRPC address, as KServe 0.21 names it:
-- Standard: KServe creates Service "<isvc>-predictor"; its port 80 maps to the first container
+The predictor's in-cluster gRPC address (PREDICTOR_<TASK>):
+- Standard with predictor.headlessService: dns:/// of this chart's headless Service
+  "<isvc>-predictor-pods" (pe.headlessName), which resolves to every ready predictor pod; the
+  gateway spreads its calls over them, on the predictor's own gRPC port.
+- Standard without: KServe's Service "<isvc>-predictor"; its port 80 maps to the first container
   port (HTTP here) and every further container port keeps its own number, so gRPC is
   "<isvc>-predictor.<ns>.svc.<domain>:<grpcPort>".
 - Knative: one container port (h2c), reached through Knative's "<isvc>-predictor" Service on 80.
 */}}
 {{- define "pe.predictorAddress" -}}
 {{- $root := .root -}}
-{{- $host := printf "%s-predictor.%s.svc.%s" (include "pe.isvcName" .) $root.Release.Namespace $root.Values.clusterDomain -}}
-{{- if eq $root.Values.predictor.deploymentMode "Knative" -}}
+{{- $p := $root.Values.predictor -}}
+{{- $domain := printf "%s.svc.%s" $root.Release.Namespace $root.Values.clusterDomain -}}
+{{- $host := printf "%s-predictor.%s" (include "pe.isvcName" .) $domain -}}
+{{- if eq $p.deploymentMode "Knative" -}}
 {{- printf "%s:80" $host -}}
+{{- else if $p.headlessService -}}
+{{- printf "dns:///%s.%s:%d" (include "pe.headlessName" .) $domain (int $p.grpcPort) -}}
 {{- else -}}
-{{- printf "%s:%d" $host (int $root.Values.predictor.grpcPort) -}}
+{{- printf "%s:%d" $host (int $p.grpcPort) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The headless Service of a task's predictor pods: (dict "root" $ "task" "colorize") */}}
+{{- define "pe.headlessName" -}}
+{{- printf "%s-predictor-pods" (include "pe.isvcName" .) -}}
+{{- end -}}
+
+{{/* MAX_INFLIGHT of the predictors (values.yaml, predictor.maxInflight) */}}
+{{- define "pe.predictorMaxInflight" -}}
+{{- $t := .Values.transformer -}}
+{{- if not (kindIs "invalid" .Values.predictor.maxInflight) -}}
+{{- .Values.predictor.maxInflight -}}
+{{- else if or (gt (int $t.replicas) 1) $t.autoscaling.enabled -}}
+{{- $t.maxInflightPerReplica -}}
+{{- else -}}
+0
 {{- end -}}
 {{- end -}}
 
