@@ -13,7 +13,7 @@ from kserve.errors import ModelNotFound
 from kserve.protocol.dataplane import DataPlane
 
 import archs
-from common.limits import max_render_factor
+from common.limits import max_batch_pixels, max_output_pixels, max_render_factor
 from common.logs import configure_logging
 
 from . import surface
@@ -123,6 +123,20 @@ def parse_args() -> argparse.Namespace:
         help="colorize: the largest render_factor served (env MAX_RENDER_FACTOR)",
     )
     parser.add_argument(
+        "--max_output_pixels",
+        type=int,
+        default=max_output_pixels(os.environ),
+        help="the most pixels of one image and of its answer (env MAX_OUTPUT_PIXELS, the "
+        "gateway's number; default 8192 x 8192)",
+    )
+    parser.add_argument(
+        "--max_batch_pixels",
+        type=int,
+        default=max_batch_pixels(os.environ),
+        help="the most answer pixels of one request, all its images together "
+        "(env MAX_BATCH_PIXELS; default: MAX_OUTPUT_PIXELS)",
+    )
+    parser.add_argument(
         "--bind_address",
         default=os.environ.get("BIND_ADDRESS", "").strip() or None,
         help="the address the HTTP and gRPC servers listen on, e.g. 127.0.0.1 ($BIND_ADDRESS; "
@@ -139,6 +153,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.max_faces < 1 or not 1 <= args.max_render_factor <= 100:
         parser.error("--max_faces must be >= 1 and --max_render_factor in 1..100")
+    if min(args.max_output_pixels, args.max_batch_pixels) < 1:
+        parser.error("--max_output_pixels and --max_batch_pixels must be >= 1")
     if args.bind_address and args.workers > 1:  # KServe's worker processes bind 0.0.0.0
         parser.error("--bind_address works with one HTTP worker (--workers 1)")
     return args
@@ -172,6 +188,8 @@ def main() -> None:
         precision=args.precision,
         tile_batch=args.tile_batch,
         compile_net=args.compile,
+        max_output_pixels=args.max_output_pixels,
+        max_batch_pixels=args.max_batch_pixels,
         **task_options(args),
     )
     server = PredictorServer(
