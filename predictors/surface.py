@@ -9,6 +9,8 @@
 - HEAD is answered wherever GET is (common/head.py), not 405.
 - A malformed request is 400 with an `error` the client can act on (FastAPI's would be 422);
   a body over the gRPC message limit is 413 before it is read (bodylimit.py).
+- A REST call whose client hangs up is cancelled: its work stops as a gRPC call's does
+  (disconnect.py).
 - Every route answers with FastAPI's JSONResponse: KServe makes the app's default ORJSONResponse,
   which FastAPI deprecates (a FastAPIDeprecationWarning at the first probe).
 
@@ -32,6 +34,7 @@ from common.head import HeadAsGet
 from .base import NotLoaded
 from .bodylimit import BodyLimit
 from .cancel import Cancelled
+from .disconnect import CancelOnDisconnect
 from .v2codec import BadRequest
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class ClosedRepository(ModelRepositoryExtension):
 def install_routes(app: FastAPI, dataplane: DataPlane, max_body: int) -> None:
     # Before KServe registers its routes (at start): they take the router's default then.
     app.router.default_response_class = JSONResponse
+    app.add_middleware(CancelOnDisconnect)  # a REST call's work stops when its client leaves
     app.add_middleware(HeadAsGet)  # HEAD wherever GET is served (common/head.py)
     app.add_middleware(BodyLimit, limit=max_body)  # 413 before the body (bodylimit.py)
 
