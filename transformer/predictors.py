@@ -244,8 +244,11 @@ class Predictors:
                 f"the {task} model did not answer within {self.settings.predictor_timeout_s:g} s "
                 "(PREDICTOR_TIMEOUT_S); try a smaller image or a smaller tile_size",
             )
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # bounds.py should have refused it first
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+            # bounds.py should have refused it first
             return GatewayError(413, f"the {task} step's image is over a message limit: {details}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # its server's own bounds (flooded)
+            return self._unavailable(task, f"its predictor at {address} is overloaded")
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return GatewayError(400, f"the {task} model refused the request: {details}")
         # Anything else is ours to fix: logged with the details, answered as a plain 500.
