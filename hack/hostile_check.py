@@ -208,7 +208,7 @@ def check_hangup(
 # --- the gateway's HTTP edge -------------------------------------------------------------------
 
 
-def _reply(conn: socket.socket, timeout: float) -> bytes:
+def read_reply(conn: socket.socket, timeout: float) -> bytes:
     """What the server sends until it closes or `timeout` passes without a byte."""
     conn.settimeout(timeout)
     data = b""
@@ -231,7 +231,7 @@ def _complete(data: bytes) -> bool:
     return False
 
 
-def _upload_head(gateway: str, route: str, length: int) -> bytes:
+def upload_head(gateway: str, route: str, length: int) -> bytes:
     host = gateway.split("//", 1)[-1].rstrip("/")
     return (
         f"POST {route} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
@@ -251,8 +251,8 @@ def check_upload_refused_before_body(
     try:
         for _ in range(most):
             probe = socket.create_connection((host, port), timeout=30)
-            probe.sendall(_upload_head(gateway, route, length))  # headers only
-            answer = _reply(probe, timeout=0.5)
+            probe.sendall(upload_head(gateway, route, length))  # headers only
+            answer = read_reply(probe, timeout=0.5)
             if answer:
                 probe.close()
                 status = answer.split(b" ", 2)[1].decode() if answer.count(b" ") >= 2 else "?"
@@ -276,7 +276,7 @@ def check_connection_bound(gateway: str, connections: int = 512) -> dict:
         while True:
             with socket.create_connection((host, port), timeout=30) as conn:
                 conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: gw\r\n\r\n")
-                answer = _reply(conn, timeout=10)
+                answer = read_reply(conn, timeout=10)
             if answer.startswith(b"HTTP/1.1 503"):
                 break
             if time.monotonic() > deadline:
