@@ -12,7 +12,7 @@ from tests.gateway_process import start_gateway
 from tests.hostile import check
 from tests.servers import running_predictor
 
-FLOOD_S = 3
+FLOOD_S = 6
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,9 @@ RECONNECT_BACKOFF_MS = {
     "grpc.initial_reconnect_backoff_ms": 250,
     "grpc.max_reconnect_backoff_ms": 1000,
 }
-_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+# CANCELLED: the predictor's side ended the call (our own cancellations raise CancelledError,
+# not an RpcError); it did under an HTTP/2 rapid-reset flood of its port (issue 19).
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED)
 # A server without ModelStreamInfer answers UNIMPLEMENTED; when it does so while our request is
 # still being sent, grpc's core reports INTERNAL ("Internal error from Core") instead. Either way
 # the unary call is tried (a real failure then fails there too).
