@@ -9,7 +9,7 @@ import threading
 
 from kserve import model_server
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
-from kserve.errors import ModelNotFound
+from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 
 import archs
@@ -24,7 +24,7 @@ from .limits import DEFAULT_MAX_FACES, env_int
 from .restore import RestoreModel
 from .shutdown import GracefulShutdown
 from .upscale import UpscaleModel
-from .v2codec import json_header_length, request_from_binary_rest
+from .v2codec import BadRequest, json_header_length, request_from_binary_rest
 from .v2grpc import PredictorServer
 
 # The chart's terminationGracePeriodSeconds (30) less time to cancel and exit.
@@ -36,15 +36,18 @@ MODELS: dict[str, type[EnhanceModel]] = {
 
 
 class PredictorDataPlane(DataPlane):
-    """KServe's data plane with three changes: the server is ready only when its model is loaded
-    (KServe says ready at once), REST tensors sent as bytes stay bytes (KServe makes lists), and
-    model metadata names the platform with its device."""
+    """KServe's data plane with these changes: the server is ready only when its model is loaded
+    (KServe says ready at once), REST tensors sent as bytes stay bytes (KServe makes lists),
+    model metadata names the platform with its device, and an unknown model or an unreadable
+    body is the client's mistake in one log line (KServe logs a traceback for each)."""
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()
         return bool(models) and all([await m.healthy() for m in models])
 
     async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False):
+        if self.model_registry.get_model(model_name) is None:
+            raise surface.UnknownModel(model_name)
         ready = await super().model_ready(model_name, disable_predictor_health_check)
         if not ready and disable_predictor_health_check:
             # Only KServe's REST inference routes ask so; they would raise ModelNotReady, whose
@@ -57,13 +60,27 @@ class PredictorDataPlane(DataPlane):
         metadata = await super().model_metadata(model_name)  # KServe leaves platform empty
         return {**metadata, "platform": self.model_registry.get_model(model_name).platform}
 
+    def get_model_from_registry(self, name: str):
+        model = self.model_registry.get_model(name)
+        if model is None:
+            raise surface.UnknownModel(name)
+        return model
+
     async def get_model(self, name: str):
         # KServe's loads a model that is not ready, on the event loop, once per request; ours
         # loads once in the background and its predict answers "not ready" meanwhile.
         model = self.model_registry.get_model(name)
         if model is None:
-            raise ModelNotFound(name)
+            raise surface.UnknownModel(name)
         return model
+
+    def decode(self, body, headers, *args, **kwargs):
+        try:
+            return super().decode(body, headers, *args, **kwargs)
+        except InvalidInput as exc:  # KServe's handler would log a traceback for each
+            if isinstance(exc, BadRequest):
+                raise
+            raise BadRequest(exc.reason) from None
 
     def decode_inference_request(self, body, headers, model_name):
         if isinstance(body, bytes):

@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 from grpc_interceptor.exceptions import GrpcException
 from kserve import ModelServer, model_server
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
@@ -275,13 +275,16 @@ class RawTensorServicer(InferenceServicer):
 
 
 class ClientErrorsInOneLine(ExceptionToStatusInterceptor):
-    """KServe's exceptions-to-status mapping, except that an invalid request (the client's
-    mistake: a bad parameter or tensor) is logged in one line instead of with a traceback."""
+    """KServe's exceptions-to-status mapping, except that the client's mistakes (a bad parameter
+    or tensor, a model not served here) are logged in one line instead of with a traceback."""
 
     async def handle_exception(self, ex, request_or_iterator, context, method_name):
         if isinstance(ex, InvalidInput):
             log.warning("invalid request (%s): %s", method_name, ex.reason)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, ex.reason)
+        if isinstance(ex, ModelNotFound):
+            log.info("%s: %s", method_name, ex.reason)
+            await context.abort(grpc.StatusCode.NOT_FOUND, ex.reason)
         await super().handle_exception(ex, request_or_iterator, context, method_name)
 
 
