@@ -3,10 +3,11 @@
 glibc's malloc serves a block over M_MMAP_THRESHOLD with a mapping of its own, unmapped when the
 block is freed. But the threshold is dynamic: each time such a block is freed it rises to that
 block's size (up to 32 MiB), so after the first uploads a 31 MB upload, its decoded pixels and
-its answer come from the heap arenas, which keep freed memory for later: after a burst of
-uploads the gateway kept its peak. A fixed threshold (setting it turns the dynamic rise off)
-keeps every large buffer a mapping of its own. The environment variable does the same for
-processes started later (KServe's --workers).
+its answer come from the heap arenas, where they fragment and stay until the arena's top is
+free. A fixed threshold (setting it turns the rise off) keeps every buffer over 1 MiB a mapping
+of its own. Measured in-process (12 threads each joining a 31 MB upload from 64 KB pieces, three
+bursts): peak RSS 760 MiB with the dynamic threshold, 404 MiB with it fixed. The environment
+variable does the same for processes started later (KServe's --workers).
 """
 
 from __future__ import annotations
