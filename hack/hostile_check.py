@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Hostile-client checks (issue 19) against a running photo-enhance: `make run`, or the servers a
-test starts (tests/test_hostile_*.py run these very functions). 127.0.0.1 addresses only.
+test starts (the tests load this file through tests/hostile.py and run these very functions).
+127.0.0.1 addresses only.
 
-hostile_check.py all --gateway URL --grpc HOST:PORT --http HOST:PORT [--task restore]
+hostile_check.py all --gateway URL --predictor-grpc HOST:PORT --predictor-http HOST:PORT
+                     [--task restore] [--route /restore]
     every check below, in turn; exit status 1 when one fails
-hostile_check.py pixels --grpc HOST:PORT --http HOST:PORT [--task T]
+hostile_check.py pixels --predictor-grpc HOST:PORT --predictor-http HOST:PORT [--task T]
     an image over the predictor's MAX_OUTPUT_PIXELS, given by its shape only (12 bytes of data):
     400 / INVALID_ARGUMENT naming the limit, over REST and gRPC
-hostile_check.py hangup --http HOST:PORT --grpc HOST:PORT [--task restore]
+hostile_check.py hangup --predictor-http HOST:PORT [--task restore]
     a REST inference whose client hangs up stops within about a tile: the next request does not
     wait for the abandoned one's work (sized from a measured tile)
 hostile_check.py upload --gateway URL [--route /restore]
@@ -15,11 +17,13 @@ hostile_check.py upload --gateway URL [--route /restore]
     429 with Retry-After before it sends a byte of its body
 hostile_check.py connections --gateway URL [--connections N]
     with N connections open (MAX_CONNECTIONS, 512 by default), one more request gets 503
-hostile_check.py flood --gateway URL --grpc HOST:PORT [--seconds S] [--route /restore]
+hostile_check.py flood --gateway URL --predictor-grpc HOST:PORT [--seconds S] [--route /restore]
     HEADERS + RST_STREAM pairs on the predictor's gRPC port (HTTP/2 rapid reset) for S seconds,
     while clients keep calling the gateway: every answer is 200, 429, 503 or 504, never 500;
     afterwards the gateway answers 200 again
 
+(The predictor flags are spelt with dashes: KServe, imported for its protobuf, reads the command
+line too, and would take `--grpc` or `--http` for its own `--grpc_port` or `--http_port`.)
 Needs the project's venv (httpx, grpcio, kserve's protobuf, numpy, Pillow, h2).
 """
 
@@ -404,12 +408,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     commands = {
-        "pixels": ("http", "grpc"),
-        "hangup": ("http",),
+        "pixels": ("predictor-http", "predictor-grpc"),
+        "hangup": ("predictor-http",),
         "upload": ("gateway",),
         "connections": ("gateway",),
-        "flood": ("gateway", "grpc"),
-        "all": ("gateway", "grpc", "http"),
+        "flood": ("gateway", "predictor-grpc"),
+        "all": ("gateway", "predictor-grpc", "predictor-http"),
     }
     for name, needs in commands.items():
         p = sub.add_parser(name)
@@ -422,11 +426,11 @@ def main() -> int:
     args = parser.parse_args()
     gateway = getattr(args, "gateway", "").rstrip("/")
     checks = {
-        "pixels": lambda: check_pixels(args.http, args.grpc, args.task),
-        "hangup": lambda: check_hangup(args.http, args.task),
+        "pixels": lambda: check_pixels(args.predictor_http, args.predictor_grpc, args.task),
+        "hangup": lambda: check_hangup(args.predictor_http, args.task),
         "upload": lambda: check_upload_refused_before_body(gateway, args.route),
         "connections": lambda: check_connection_bound(gateway, args.connections),
-        "flood": lambda: check_flood(gateway, args.grpc, args.route, args.seconds),
+        "flood": lambda: check_flood(gateway, args.predictor_grpc, args.route, args.seconds),
     }
     chosen = list(checks) if args.cmd == "all" else [args.cmd]
     failed = 0
