@@ -110,7 +110,12 @@ def test_a_large_raw_upload_is_served_through_the_spool(gateway):
 
 @pytest.mark.parametrize(
     ("colorize", "restore", "first"),
-    [(True, True, "colorize"), ("auto", True, "restore"), (False, False, None)],
+    [
+        (True, True, "colorize"),
+        (False, True, "restore"),
+        ("auto", True, None),  # decided on the photo
+        (False, False, None),  # upscale (on the image's size) or faces
+    ],
 )
 def test_the_pipeline_s_first_queue_is_known_only_when_certain(colorize, restore, first):
     options = tasks.PipelineOptions(

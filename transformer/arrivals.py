@@ -9,9 +9,9 @@ it). So the uploads held in the gateway's memory at once are bounded by the queu
 number of clients. A request's place here ends when its image is decoded and it joins the queue
 itself (or fails).
 
-The first task of /pipeline is known before the upload only when colorize or restore is asked
-for without condition; otherwise (colorize=auto, upscale or faces only) the queue decides after
-decoding, as before.
+The first task of /pipeline is known before the upload only with colorize=true (colorize), or
+colorize=false and restore (restore); otherwise (colorize=auto decides on the photo, upscale on
+its size) the queue decides after decoding, as before.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def first_task(op) -> str | None:
         return op.route
     if options.colorize is True:
         return "colorize"
-    if options.restore:
+    if options.colorize is False and options.restore:
         return "restore"
-    return None
+    return None  # colorize=auto decides on the photo; upscale on its size
 
 
 class Arrivals:
