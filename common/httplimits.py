@@ -10,7 +10,8 @@ size and number; h11's `h11_max_incomplete_event_size` bounds their size but uvi
   431 Request Header Fields Too Large, and the connection closed;
 - headers not whole `timeout` seconds after the connection opened (or after the request's first
   byte, on a kept-alive connection): 408 Request Timeout, and the connection closed.
-Bytes after the headers (the body, a pipelined request) go to uvicorn unwatched.
+Bytes after the headers (the body, a pipelined request) go to uvicorn unwatched, the rest of a
+body that was answered before it was whole (413, or 429 before an upload) included.
 
 Open connections are bounded with uvicorn's own `limit_concurrency` (MAX_CONNECTIONS): a request
 that arrives while that many connections are open (its own included), or that many requests are
@@ -33,6 +34,8 @@ DEFAULT_TIMEOUT = 10.0
 # leaving room for the predictor channels, spooled uploads and the job store.
 DEFAULT_MAX_CONNECTIONS = 512
 END = b"\r\n\r\n"
+# httptools' parser calls on_message_begin at each request's first byte (h11's has no such call)
+TELLS_MESSAGE_BEGIN = hasattr(AutoHTTPProtocol, "on_message_begin")
 
 
 def _answer(status: str, message: str) -> bytes:
@@ -64,6 +67,7 @@ def limited_protocol(
             self._lines = 0
             self._tail = b""
             self._timer = None
+            self._body_left = False  # the rest of a body answered early is still arriving
             super().connection_made(transport)
             self._start_timer()
 
@@ -104,7 +108,25 @@ def limited_protocol(
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            cycle = getattr(self, "cycle", None)
+            if cycle is not None and cycle.more_body and TELLS_MESSAGE_BEGIN:
+                # Answered before its body was whole (a 413, a 429 before the upload): the rest
+                # of the body still arrives, and is not the next request's headers. httptools
+                # says when the next request begins.
+                self._in_headers, self._body_left = False, True
+                return
+            self._watch_next()
+
+        def _watch_next(self) -> None:
             self._in_headers, self._seen, self._lines, self._tail = True, 0, 0, b""
+            self._body_left = False
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._body_left:  # the rest of this read goes unwatched
+                self._watch_next()
+                self._stop_timer()
+                self._start_timer()
 
         def connection_lost(self, exc) -> None:
             self._stop_timer()

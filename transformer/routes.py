@@ -145,7 +145,8 @@ async def _answer(request: Request, op: operations.Operation) -> Response:
             )
         # A place in the queue before the body is read: 429 at once when there is none.
         with state.arrivals.place(state.predictors.admission, arrivals.first_task(op)):
-            data = await read_upload(request, settings.max_upload_bytes, state.pace)
+            upload = read_upload(request, settings.max_upload_bytes, state.pace)
+            data = await request_budget.bound(upload, "while its upload arrived")
             decoded = await operations.decode(settings, op, data)
             del data  # the upload's bytes are not kept while the predictors work
         request_budget.check("before its work started")
