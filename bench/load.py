@@ -13,6 +13,15 @@ the source tree --code (default: this one; point it at another checkout to measu
              --give-up-s, then at once a small /restore: its latency shows whether the
              abandoned work was stopped (compared with the same small request on an idle server)
   tiny-tile  /restore?tile_size=8 of a 128 px photo, the client giving up after --tiny-timeout-s
+  uploads    --uploads N concurrent multipart uploads of --upload-mb MB each to /upscale (a
+             --side px PNG padded with random bytes: the upload is large, the work small); its
+             end RSS is sampled --settle-s after the last answer (memory handed back), and
+             p50_429_s says how soon the refused ones were answered
+
+Issue 19's figure, "40 concurrent 31 MB uploads: gateway peak RSS":
+    flock /tmp/bench.lock .venv/bin/python bench/load.py --only uploads --label after
+    flock /tmp/bench.lock .venv/bin/python bench/load.py --only uploads --label before \
+        --code /path/to/a/checkout/of/the/commit/before
 
 For each: status counts, latency percentiles (p50/p95/max, seconds), and the peak RSS (MiB) of the
 gateway and of each predictor, sampled every 0.2 s. Also the CPU seconds each process used, as
@@ -244,6 +253,29 @@ async def abandoned(url: str, big: bytes, small: bytes, give_up_s: float) -> dic
     }
 
 
+def padded_png(side: int, total_mb: float) -> bytes:
+    """A side px PNG followed by random bytes up to total_mb (decoders ignore what follows the
+    image's end): an upload as large as a camera's, whose image costs the predictor little."""
+    image = photo_png(side)
+    padding = int(total_mb * 2**20) - len(image)
+    return image + os.urandom(max(0, padding))
+
+
+async def uploads(url: str, n: int, body: bytes, settle_s: float) -> dict:
+    """n concurrent multipart uploads of `body` to /upscale; the RSS sampled `settle_s` after
+    the last answer shows what the gateway handed back."""
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits()) as client:
+        results = await asyncio.gather(
+            *(timed_post(client, "/upscale", body, {"scale": 2, "tile_size": 0}) for _ in range(n))
+        )
+    await asyncio.sleep(settle_s)
+    outcome = summary([r[0] for r in results], [r[1] for r in results])
+    refused = sorted(r[1] for r in results if r[0] == 429)
+    outcome["p50_429_s"] = round(refused[len(refused) // 2], 3) if refused else None
+    outcome["upload_mb"] = round(len(body) / 2**20, 1)
+    return outcome
+
+
 async def tiny_tile(url: str, body: bytes, timeout_s: float) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
         status, took, _ = await timed_post(client, "/restore", body, {"tile_size": 8})
@@ -261,6 +293,12 @@ def main() -> int:
     parser.add_argument("--abandon-side", type=int, default=768)
     parser.add_argument("--give-up-s", type=float, default=0.5)
     parser.add_argument("--tiny-timeout-s", type=float, default=20)
+    parser.add_argument("--uploads", type=int, default=40, help="concurrent large uploads")
+    parser.add_argument("--upload-mb", type=float, default=31, help="size of each upload")
+    parser.add_argument("--settle-s", type=float, default=2, help="uploads: RSS this long after")
+    parser.add_argument(
+        "--only", nargs="*", help="run only these scenarios (burst, soak, abandoned, ...)"
+    )
     args = parser.parse_args()
     code = args.code.resolve()
     results: dict = {"code": str(code), "label": args.label, "cpus": os.cpu_count()}
@@ -276,7 +314,11 @@ def main() -> int:
                 ("abandoned", lambda: abandoned(
                     url, photo_png(args.abandon_side), small, args.give_up_s)),
                 ("tiny-tile", lambda: tiny_tile(url, photo_png(128), args.tiny_timeout_s)),
+                ("uploads", lambda: uploads(
+                    url, args.uploads, padded_png(args.side, args.upload_mb), args.settle_s)),
             ]:  # fmt: skip
+                if args.only and name.split()[0] not in args.only:
+                    continue
                 cpu_before = servers.cpu_seconds()
                 start = time.perf_counter()
                 with PeakRss(servers.processes) as rss:

@@ -10,7 +10,13 @@ size and number; h11's `h11_max_incomplete_event_size` bounds their size but uvi
   431 Request Header Fields Too Large, and the connection closed;
 - headers not whole `timeout` seconds after the connection opened (or after the request's first
   byte, on a kept-alive connection): 408 Request Timeout, and the connection closed.
-Bytes after the headers (the body, a pipelined request) go to uvicorn unwatched.
+Bytes after the headers (the body, a pipelined request) go to uvicorn unwatched, the rest of a
+body that was answered before it was whole (413, or 429 before an upload) included.
+
+Open connections are bounded with uvicorn's own `limit_concurrency` (MAX_CONNECTIONS): a request
+that arrives while that many connections are open (its own included), or that many requests are
+in flight, is answered 503 and its connection closed. A connection that sends nothing is closed
+by the header timeout above, so idle ones cannot hold the places for long.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 DEFAULT_MAX_BYTES = 16 * 1024  # what proxies allow (nginx's large_client_header_buffers: 8-32 KB)
 DEFAULT_MAX_COUNT = 100
 DEFAULT_TIMEOUT = 10.0
+# Each connection is a file descriptor: well under a container's usual limit (1024 at least),
+# leaving room for the predictor channels, spooled uploads and the job store.
+DEFAULT_MAX_CONNECTIONS = 512
 END = b"\r\n\r\n"
 
 
@@ -130,3 +139,8 @@ def from_env(env=os.environ) -> type[asyncio.Protocol]:
         int(env.get("MAX_HEADERS") or DEFAULT_MAX_COUNT),
         float(env.get("HEADER_TIMEOUT_S") or DEFAULT_TIMEOUT),
     )
+
+
+def max_connections(env=os.environ) -> int:
+    """MAX_CONNECTIONS from `env` (uvicorn's limit_concurrency), else the default."""
+    return int(env.get("MAX_CONNECTIONS") or DEFAULT_MAX_CONNECTIONS)

@@ -14,6 +14,13 @@ MIN_TILE_SIZE = 128
 DEFAULT_MAX_RENDER_FACTOR = 64
 RENDER_FACTOR_RANGE = (1, 100)  # the contract's range; the maximum in force is at most 100
 
+# The answer's pixels (MAX_OUTPUT_PIXELS): a 4x upscale of the gateway's largest input
+# (MAX_IMAGE_SIDE 2048) is 8192 x 8192. The gateway refuses a larger answer (413); a predictor
+# refuses an image whose answer, or which itself, is larger (400 / INVALID_ARGUMENT), and a
+# batch whose answers hold more than MAX_BATCH_PIXELS in all (default: the same number, so one
+# request never costs more than the largest single image the gateway sends).
+DEFAULT_MAX_OUTPUT_PIXELS = 8192 * 8192
+
 
 def max_render_factor(env: dict[str, str]) -> int:
     """MAX_RENDER_FACTOR from the environment (1..100), else the default."""
@@ -33,3 +40,27 @@ def max_render_factor(env: dict[str, str]) -> int:
 # A predictor at its own in-flight cap (MAX_INFLIGHT, predictors/v2grpc.py) answers
 # RESOURCE_EXHAUSTED with details starting so; the gateway then tries another replica.
 BUSY_DETAIL = "busy:"
+
+
+def positive_int(env: dict[str, str], name: str, default: int) -> int:
+    """A whole number >= 1 from the environment, else `default`."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def max_output_pixels(env: dict[str, str]) -> int:
+    """MAX_OUTPUT_PIXELS from the environment, else the default."""
+    return positive_int(env, "MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS)
+
+
+def max_batch_pixels(env: dict[str, str]) -> int:
+    """MAX_BATCH_PIXELS from the environment, else MAX_OUTPUT_PIXELS."""
+    return positive_int(env, "MAX_BATCH_PIXELS", max_output_pixels(env))

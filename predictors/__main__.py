@@ -9,11 +9,11 @@ import threading
 
 from kserve import model_server
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
-from kserve.errors import ModelNotFound
+from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 
 import archs
-from common.limits import max_render_factor
+from common.limits import max_batch_pixels, max_output_pixels, max_render_factor
 from common.logs import configure_logging
 
 from . import surface
@@ -24,7 +24,7 @@ from .limits import DEFAULT_MAX_FACES, env_int
 from .restore import RestoreModel
 from .shutdown import GracefulShutdown
 from .upscale import UpscaleModel
-from .v2codec import json_header_length, request_from_binary_rest
+from .v2codec import BadRequest, json_header_length, request_from_binary_rest
 from .v2grpc import PredictorServer
 
 # The chart's terminationGracePeriodSeconds (30) less time to cancel and exit.
@@ -36,15 +36,18 @@ MODELS: dict[str, type[EnhanceModel]] = {
 
 
 class PredictorDataPlane(DataPlane):
-    """KServe's data plane with three changes: the server is ready only when its model is loaded
-    (KServe says ready at once), REST tensors sent as bytes stay bytes (KServe makes lists), and
-    model metadata names the platform with its device."""
+    """KServe's data plane with these changes: the server is ready only when its model is loaded
+    (KServe says ready at once), REST tensors sent as bytes stay bytes (KServe makes lists),
+    model metadata names the platform with its device, and an unknown model or an unreadable
+    body is the client's mistake in one log line (KServe logs a traceback for each)."""
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()
         return bool(models) and all([await m.healthy() for m in models])
 
     async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False):
+        if self.model_registry.get_model(model_name) is None:
+            raise surface.UnknownModel(model_name)
         ready = await super().model_ready(model_name, disable_predictor_health_check)
         if not ready and disable_predictor_health_check:
             # Only KServe's REST inference routes ask so; they would raise ModelNotReady, whose
@@ -57,13 +60,27 @@ class PredictorDataPlane(DataPlane):
         metadata = await super().model_metadata(model_name)  # KServe leaves platform empty
         return {**metadata, "platform": self.model_registry.get_model(model_name).platform}
 
+    def get_model_from_registry(self, name: str):
+        model = self.model_registry.get_model(name)
+        if model is None:
+            raise surface.UnknownModel(name)
+        return model
+
     async def get_model(self, name: str):
         # KServe's loads a model that is not ready, on the event loop, once per request; ours
         # loads once in the background and its predict answers "not ready" meanwhile.
         model = self.model_registry.get_model(name)
         if model is None:
-            raise ModelNotFound(name)
+            raise surface.UnknownModel(name)
         return model
+
+    def decode(self, body, headers, *args, **kwargs):
+        try:
+            return super().decode(body, headers, *args, **kwargs)
+        except InvalidInput as exc:  # KServe's handler would log a traceback for each
+            if isinstance(exc, BadRequest):
+                raise
+            raise BadRequest(exc.reason) from None
 
     def decode_inference_request(self, body, headers, model_name):
         if isinstance(body, bytes):
@@ -123,6 +140,20 @@ def parse_args() -> argparse.Namespace:
         help="colorize: the largest render_factor served (env MAX_RENDER_FACTOR)",
     )
     parser.add_argument(
+        "--max_output_pixels",
+        type=int,
+        default=max_output_pixels(os.environ),
+        help="the most pixels of one image and of its answer (env MAX_OUTPUT_PIXELS, the "
+        "gateway's number; default 8192 x 8192)",
+    )
+    parser.add_argument(
+        "--max_batch_pixels",
+        type=int,
+        default=max_batch_pixels(os.environ),
+        help="the most answer pixels of one request, all its images together "
+        "(env MAX_BATCH_PIXELS; default: MAX_OUTPUT_PIXELS)",
+    )
+    parser.add_argument(
         "--bind_address",
         default=os.environ.get("BIND_ADDRESS", "").strip() or None,
         help="the address the HTTP and gRPC servers listen on, e.g. 127.0.0.1 ($BIND_ADDRESS; "
@@ -139,6 +170,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.max_faces < 1 or not 1 <= args.max_render_factor <= 100:
         parser.error("--max_faces must be >= 1 and --max_render_factor in 1..100")
+    if min(args.max_output_pixels, args.max_batch_pixels) < 1:
+        parser.error("--max_output_pixels and --max_batch_pixels must be >= 1")
     if args.bind_address and args.workers > 1:  # KServe's worker processes bind 0.0.0.0
         parser.error("--bind_address works with one HTTP worker (--workers 1)")
     return args
@@ -172,6 +205,8 @@ def main() -> None:
         precision=args.precision,
         tile_batch=args.tile_batch,
         compile_net=args.compile,
+        max_output_pixels=args.max_output_pixels,
+        max_batch_pixels=args.max_batch_pixels,
         **task_options(args),
     )
     server = PredictorServer(

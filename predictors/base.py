@@ -18,6 +18,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 import archs
 from archs import LoadedModel, WeightsError
+from common.limits import DEFAULT_MAX_OUTPUT_PIXELS
 
 from . import cancel, progress, v2codec
 from .v2codec import BadRequest, Param
@@ -94,6 +95,8 @@ class EnhanceModel(Model):
         precision: str = "auto",
         tile_batch: int = 1,
         compile_net: bool = False,
+        max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        max_batch_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
     ):
         super().__init__(self.task)
         self.model_dir = Path(model_dir)
@@ -103,6 +106,8 @@ class EnhanceModel(Model):
         self.dtype = choose_dtype(precision, self.device, self.half_dtype)
         self.tile_batch = max(1, tile_batch)
         self.compile_net = compile_net
+        self.max_output_pixels = max_output_pixels
+        self.max_batch_pixels = max_batch_pixels
         self.load_error: str | None = None
         self.loaded: LoadedModel | None = None
         self._fp32_now = False  # the guard's recomputation
@@ -175,6 +180,30 @@ class EnhanceModel(Model):
 
     def get_output_types(self) -> list[dict]:
         return self.get_input_types()
+
+    def answer_size(self, height: int, width: int, params: dict[str, Any]) -> tuple[int, int]:
+        """(height, width) of the answer to a height x width image with `params`."""
+        return height, width
+
+    def check_pixels(self, shape: list[int], params: dict[str, Any]) -> None:
+        """Refuse (400 / INVALID_ARGUMENT) an image, or its answer, over MAX_OUTPUT_PIXELS, and a
+        batch whose answers hold more than MAX_BATCH_PIXELS in all: the gateway's bounds, for
+        clients that call the predictor directly (common/limits.py)."""
+        count, height, width = shape[:3]
+        out_h, out_w = self.answer_size(height, width, params)
+        largest = max(height * width, out_h * out_w)
+        if largest > self.max_output_pixels:
+            raise BadRequest(
+                f"the image is {width}x{height} and its answer would be {out_w}x{out_h}: "
+                f"{largest:,} pixels, over this predictor's limit of {self.max_output_pixels:,} "
+                "(MAX_OUTPUT_PIXELS); send a smaller image or ask for a smaller scale"
+            )
+        if count * out_h * out_w > self.max_batch_pixels:
+            raise BadRequest(
+                f"the batch's {count} images would answer {count * out_h * out_w:,} pixels in "
+                f"all, over this predictor's limit of {self.max_batch_pixels:,} per request "
+                "(MAX_BATCH_PIXELS); send fewer or smaller images per request"
+            )
 
     def prepare(self) -> None:
         """Model-specific setup after the network is loaded (helper networks, input size)."""
@@ -250,8 +279,10 @@ class EnhanceModel(Model):
             raise NotLoaded(self.name, self.load_error or "the weights are still loading")
         if not isinstance(payload, InferRequest):
             raise BadRequest("this model speaks the Open Inference Protocol v2 only")
-        images = v2codec.decode_images(payload)
+        tensor, shape = v2codec.image_input(payload)
         params = v2codec.decode_parameters(payload.parameters, self.params)
+        self.check_pixels(shape, params)  # from the shape alone, before the data is read
+        images = v2codec.decode_tensor(tensor, shape)
         outputs, extra = await cancel.run_in_thread(
             self._executor, self.task, self._enhance_batch, images, params
         )

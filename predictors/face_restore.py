@@ -40,6 +40,11 @@ class FaceRestoreModel(EnhanceModel):
         super().__init__(*args, **kwargs)
         self.max_faces = max_faces
 
+    def answer_size(self, height: int, width: int, params: dict) -> tuple[int, int]:
+        if params["has_aligned"]:  # one aligned face: resized to 512, then upscaled
+            return (FACE_SIZE * params["upscale"],) * 2
+        return height * params["upscale"], width * params["upscale"]
+
     def prepare(self) -> None:
         # model_rootpath points facexlib at our folder: it loads the files there, never downloads.
         with _resnet50_by_weights():

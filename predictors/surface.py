@@ -6,9 +6,12 @@
   traceback for each not-ready probe (every 5 s in the chart). REST requests to a model that is
   not loaded (or shutting down) get the same 503 without a traceback. The probes' own access,
   timing and gRPC lines are at DEBUG (common/logs.py).
+- Model versions and V1 `:explain` are not served: 404 with the reason (KServe answers 501).
 - HEAD is answered wherever GET is (common/head.py), not 405.
 - A malformed request is 400 with an `error` the client can act on (FastAPI's would be 422);
   a body over the gRPC message limit is 413 before it is read (bodylimit.py).
+- A REST call whose client hangs up is cancelled: its work stops as a gRPC call's does
+  (disconnect.py).
 - Every route answers with FastAPI's JSONResponse: KServe makes the app's default ORJSONResponse,
   which FastAPI deprecates (a FastAPIDeprecationWarning at the first probe).
 
@@ -24,18 +27,27 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from grpc_interceptor.exceptions import Unimplemented
+from kserve.errors import ModelNotFound
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.head import HeadAsGet
 
 from .base import NotLoaded
 from .bodylimit import BodyLimit
 from .cancel import Cancelled
+from .disconnect import CancelOnDisconnect
 from .v2codec import BadRequest
 
 log = logging.getLogger(__name__)
 REPOSITORY_CLOSED = "model load and unload are not served by this predictor"
+NOT_SERVED = "model versions and explanations are not served by this predictor"
+
+
+class UnknownModel(ModelNotFound):
+    """A model this predictor does not serve: 404 (REST) / NOT_FOUND (gRPC) in one log line
+    (KServe's handler for ModelNotFound logs a traceback for each)."""
 
 
 class ClosedRepository(ModelRepositoryExtension):
@@ -51,6 +63,8 @@ class ClosedRepository(ModelRepositoryExtension):
 def install_routes(app: FastAPI, dataplane: DataPlane, max_body: int) -> None:
     # Before KServe registers its routes (at start): they take the router's default then.
     app.router.default_response_class = JSONResponse
+    app.add_middleware(CancelOnDisconnect)  # a REST call's work stops when its client leaves
+    app.add_middleware(NotServed)  # model versions and V1 explain: 404, not KServe's 501
     app.add_middleware(HeadAsGet)  # HEAD wherever GET is served (common/head.py)
     app.add_middleware(BodyLimit, limit=max_body)  # 413 before the body (bodylimit.py)
 
@@ -92,6 +106,12 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body: int) -> None:
         return JSONResponse({"error": exc.reason}, status_code=400)
 
     app.add_exception_handler(BadRequest, bad_request)
+
+    async def unknown_model(request: Request, exc: UnknownModel):
+        log.info("%s: %s", request.url.path, exc.reason)
+        return JSONResponse({"error": exc.reason}, status_code=404)
+
+    app.add_exception_handler(UnknownModel, unknown_model)
     app.add_exception_handler(NotLoaded, unavailable)
     app.add_exception_handler(Cancelled, unavailable)
     app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
@@ -99,6 +119,24 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body: int) -> None:
     for action in ("load", "unload"):
         path = f"/v2/repository/models/{{model_name}}/{action}"
         app.add_api_route(path, repository_closed, methods=["POST"])
+
+
+class NotServed:
+    """404 for what KServe routes but cannot serve, and answers 501 (a server error) for:
+    versioned models (`/versions/` in the path or a `model_version` query) and V1 `:explain`."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "/versions/" in scope["path"]
+            or scope["path"].endswith(":explain")
+            or b"model_version=" in scope.get("query_string", b"")
+        ):
+            await JSONResponse({"error": NOT_SERVED}, status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _reason(model) -> str:

@@ -26,6 +26,9 @@ class UpscaleModel(EnhanceModel):
     half_dtype = torch.float16  # the authors' default on GPU; spandrel marks ESRGAN fp16-safe
     channels_last = True  # convolutions only: the layout tensor cores prefer
 
+    def answer_size(self, height: int, width: int, params: dict) -> tuple[int, int]:
+        return height * params["scale"], width * params["scale"]
+
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         height, width = rgb.shape[:2]
         native = self.loaded.descriptor.scale

@@ -151,8 +151,8 @@ def valid_shape(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(_whole(d) and d >= 0 for d in value)
 
 
-def decode_images(request: InferRequest) -> np.ndarray:
-    """The `image` input as UINT8 [N, H, W, 3] RGB; what a client got wrong as InvalidInput."""
+def image_input(request: InferRequest) -> tuple[InferInput, list[int]]:
+    """The `image` input and its shape [N, H, W, 3], checked; nothing of its data is read."""
     tensor = request.get_input_by_name(IMAGE)
     if tensor is None:
         if len(request.inputs) != 1:
@@ -165,6 +165,16 @@ def decode_images(request: InferRequest) -> np.ndarray:
         raise BadRequest(
             f"input {IMAGE!r} must have shape [N, H, W, 3] of whole numbers >= 1, got {shape}"
         )
+    return tensor, shape
+
+
+def decode_images(request: InferRequest) -> np.ndarray:
+    """The `image` input as UINT8 [N, H, W, 3] RGB; what a client got wrong as InvalidInput."""
+    return decode_tensor(*image_input(request))
+
+
+def decode_tensor(tensor: InferInput, shape: list[int]) -> np.ndarray:
+    """`image_input`'s tensor as UINT8 [N, H, W, 3] RGB; what a client got wrong as InvalidInput."""
     count = math.prod(shape)
     raw = tensor._raw_data  # KServe keeps binary tensors here, JSON/contents values in .data
     if raw is not None:

@@ -42,7 +42,7 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 from grpc_interceptor.exceptions import GrpcException, ResourceExhausted
 from kserve import ModelServer, model_server
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
@@ -308,13 +308,16 @@ class RawTensorServicer(InferenceServicer):
 
 
 class ClientErrorsInOneLine(ExceptionToStatusInterceptor):
-    """KServe's exceptions-to-status mapping, except that an invalid request (the client's
-    mistake: a bad parameter or tensor) is logged in one line instead of with a traceback."""
+    """KServe's exceptions-to-status mapping, except that the client's mistakes (a bad parameter
+    or tensor, a model not served here) are logged in one line instead of with a traceback."""
 
     async def handle_exception(self, ex, request_or_iterator, context, method_name):
         if isinstance(ex, InvalidInput):
             log.warning("invalid request (%s): %s", method_name, ex.reason)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, ex.reason)
+        if isinstance(ex, ModelNotFound):
+            log.info("%s: %s", method_name, ex.reason)
+            await context.abort(grpc.StatusCode.NOT_FOUND, ex.reason)
         await super().handle_exception(ex, request_or_iterator, context, method_name)
 
 
@@ -328,10 +331,36 @@ def listen_hosts(bind_address: str | None) -> tuple[str, str]:
     return bind_address.strip("[]"), bind_address
 
 
+# HTTP/2 abuse (a rapid-reset flood: HEADERS then RST_STREAM, tens of thousands a second; ping
+# floods; connections that never end) bounded by grpc-core's own settings, per connection:
+HARDENING = (
+    # Streams open at once on one connection. The gateway holds a few (its calls in flight to
+    # this predictor and a readiness probe); a client over the limit waits for a stream, it is
+    # not refused. A flood's streams beyond it are refused by the transport, not the server.
+    ("grpc.max_concurrent_streams", 64),
+    # Streams reset but not yet freed, per connection: past it, grpc-core stops reading the
+    # connection until they are (its rapid-reset pushback).
+    ("grpc.http2.max_deallocating_streams", 64),
+    # Calls accepted but not yet handed to a handler, all connections together: past the soft
+    # limit new ones are refused at random, past the hard one all are (RESOURCE_EXHAUSTED).
+    ("grpc.server.max_pending_requests", 256),
+    ("grpc.server.max_pending_requests_hard_limit", 1024),
+    # Keepalive enforcement: a client pinging more often than every 10 s without data gets
+    # strikes, and GOAWAY after 2 (the gateway sends no keepalive pings).
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+    # This server's own pings find dead peers: every 60 s of silence, 20 s to answer.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.max_pings_without_data", 0),  # its own keepalive pings need no data
+)
+
+
 class PredictorGRPCServer(GRPCServer):
     """KServe's GRPCServer.start, with RawTensorServicer's ModelInfer registered over KServe's
     (a later registration of a method replaces the earlier one), invalid requests logged in one
-    line, and the host it listens on chosen (KServe's listens on [::])."""
+    line, the host it listens on chosen (KServe's listens on [::]), and HARDENING's HTTP/2
+    bounds."""
 
     def __init__(self, *args, host: str = "[::]", **kwargs):
         super().__init__(*args, **kwargs)
@@ -343,7 +372,10 @@ class PredictorGRPCServer(GRPCServer):
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=(LoggingInterceptor(), ClientErrorsInOneLine()),
-            options=[(name, self._kwargs.get(name.replace(".", "_"))) for name in limits],
+            options=[
+                *((name, self._kwargs.get(name.replace(".", "_"))) for name in limits),
+                *HARDENING,
+            ],
         )
         add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
         # No (de)serializers: the handler gets and returns the message's bytes.

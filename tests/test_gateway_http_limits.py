@@ -1,6 +1,6 @@
 """The gateway's limits on request headers, measured with raw sockets against a real process:
 431 for one oversized header or too many, 408 and a closed connection for headers that never
-end (common/httplimits.py)."""
+end, 503 beyond MAX_CONNECTIONS open connections (common/httplimits.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.gateway_process import start_gateway
+from tests.hostile import check
 
 TIMEOUT_S = 1  # the gateway's HEADER_TIMEOUT_S here; the waits below allow far more
 UPLOAD_LIMIT_KB = 48  # MAX_UPLOAD_MB here
@@ -126,3 +127,26 @@ def test_the_rest_of_a_body_answered_early_is_not_taken_for_headers(gateway):
         conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: gateway\r\n\r\n")
         reply = read_one_response(conn)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+
+
+MAX_CONNECTIONS = 8
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory):
+    """A gateway with few connections allowed, whose idle ones stay open long enough to count."""
+    env = {"MAX_CONNECTIONS": str(MAX_CONNECTIONS), "HEADER_TIMEOUT_S": "60"}
+    gw = start_gateway({}, tmp_path_factory.mktemp("gw-bounded"), env=env)
+    yield gw
+    gw.stop()
+
+
+def test_connections_beyond_max_connections_are_answered_503(bounded):
+    outcome = check.check_connection_bound(bounded.url, MAX_CONNECTIONS)
+    assert outcome["then"].startswith(b"HTTP/1.1 503") and outcome["after"] == 200
+    # fewer open connections than the bound: served
+    with connect(bounded) as first, connect(bounded) as second:
+        for conn in (first, second):
+            conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            assert read_one_response(conn).startswith(b"HTTP/1.1 200")
+    assert "Exceeded concurrency limit" in bounded.log()

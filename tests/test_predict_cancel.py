@@ -1,6 +1,7 @@
 """Bounded and stoppable work on one restore predictor (NAFNet, generated weights), a real process:
-tiny tiles refused up front, abandoned requests stopped within a tile, requests whose deadline
-passed in the queue dropped, model load/unload not served, and SIGTERM drained within a grace.
+tiny tiles refused up front, abandoned requests (gRPC and REST) stopped within a tile, requests
+whose deadline passed in the queue dropped, model load/unload not served, and SIGTERM drained
+within a grace.
 
 The "big" request is a tiled restore with 128 px tiles, sized on this machine: one tile's cost is
 measured (a 256 px request, 9 tiles), and the photo is made large enough (2048 px at least) to
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 
 import grpc
@@ -23,6 +25,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from predictors.shutdown import CANCEL_SETTLE_SECONDS
+from tests.hostile import check
 from tests.servers import running_predictor
 from tests.v2clients import CHANNEL, V2Error, infer_grpc
 
@@ -167,6 +170,28 @@ def test_a_request_whose_deadline_passed_in_the_queue_never_starts(restore, phot
     wait = small_wait(restore, small)
     assert wait < big_cost / 10, (wait, big_cost)
     assert "dropped before it started" in restore.log()
+
+
+def test_a_rest_call_whose_client_hangs_up_stops_within_a_tile(restore, photos, big_cost):
+    """The same abandoned big request over REST (binary tensor extension): the client closes
+    its connection once the request is accepted; the work stops at the next tile."""
+    big, small = photos
+    body, headers = check.rest_binary("restore", [1, *big.shape], big.tobytes(), tile_size=TILE)
+    host, port = restore.http.split(":")
+    accepted, stopped = requests_accepted(restore), restore.log().count("stopping its work")
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        conn.sendall(
+            f"POST /v2/models/restore/infer HTTP/1.1\r\nHost: x\r\n{head}"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        conn.sendall(body)
+        until(lambda: requests_accepted(restore) == accepted + 1)  # it is at the model
+    wait = small_wait(restore, small)
+    print(f"REST hang-up: big request ~{big_cost:.1f} s, the next small one waited {wait:.2f} s")
+    assert wait < big_cost / 10, (wait, big_cost)
+    assert "the client hung up; cancelling its request" in restore.log()
+    assert restore.log().count("stopping its work") == stopped + 1
 
 
 def requests_seen(server) -> int:

@@ -1,6 +1,7 @@
 """Malformed OIP requests sent straight to a real restore predictor, over REST and gRPC: each
 gets 400 / INVALID_ARGUMENT with a message a person can act on, never 500 / INTERNAL nor an
-exception's type name, and the predictor goes on serving (issue 19)."""
+exception's type name, and the predictor goes on serving (issue 19). Images and batches over the
+pixel limits (MAX_OUTPUT_PIXELS, MAX_BATCH_PIXELS) are refused from their shape alone."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from predictors.face_restore import FaceRestoreModel
 from predictors.upscale import UpscaleModel
 from predictors.v2codec import decode_parameters
 from tests.servers import GRPC_MAX, running_predictor
+from tests.v2clients import CHANNEL
 
 # What a message must not hold: "ValueError : ...", "KeyError", "Traceback", ...
 LEAKS = re.compile(r"Error :|Traceback|\b[A-Z][A-Za-z]*(Error|Exception)\b|\bint\(\)|literal")
@@ -27,10 +29,21 @@ SHAPE = [1, 2, 2, 3]
 INFER = "/v2/models/restore/infer"
 
 
+# Small pixel limits, so that requests over them stay small (the defaults are 8192 x 8192).
+MAX_OUTPUT_PIXELS = 64 * 64
+MAX_BATCH_PIXELS = 2 * 64 * 64
+
+
 @pytest.fixture(scope="module")
 def predictor(weights, tmp_path_factory):
     folder = weights.model_dir("restore", "denoise")
-    with running_predictor("restore", folder, tmp_path_factory.mktemp("restore")) as server:
+    limits = {"MAX_OUTPUT_PIXELS": MAX_OUTPUT_PIXELS, "MAX_BATCH_PIXELS": MAX_BATCH_PIXELS}
+    with running_predictor(
+        "restore",
+        folder,
+        tmp_path_factory.mktemp("restore"),
+        extra_env={name: str(value) for name, value in limits.items()},
+    ) as server:
         yield server
 
 
@@ -147,6 +160,81 @@ def test_grpc_malformed_is_invalid_argument(predictor, case):
             call(GRPC_CASES[case], timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert_actionable(caught.value.details())
+
+
+def pixels(count: int, height: int, width: int = 64) -> bytes:
+    return bytes(count * height * width * 3)
+
+
+# (shape, bytes of data, the limit named): the data matches the shape, or is 12 bytes only (the
+# shape alone is refused, before the data is looked at).
+OVER_THE_PIXEL_LIMITS = {
+    "one image over MAX_OUTPUT_PIXELS": ([1, 65, 64, 3], pixels(1, 65), "MAX_OUTPUT_PIXELS"),
+    "9400 x 9400 by its shape": ([1, 9400, 9400, 3], bytes(12), "MAX_OUTPUT_PIXELS"),
+    "a batch over MAX_BATCH_PIXELS": ([3, 64, 64, 3], pixels(3, 64), "MAX_BATCH_PIXELS"),
+    "a batch of 10^6 by its shape": ([10**6, 8, 8, 3], bytes(12), "MAX_BATCH_PIXELS"),
+}
+
+
+@pytest.mark.parametrize("case", OVER_THE_PIXEL_LIMITS)
+def test_pixel_limits_refuse_from_the_shape_over_rest(predictor, case):
+    shape, data, limit = OVER_THE_PIXEL_LIMITS[case]
+    body, headers = binary_body(shape=shape, size=len(data), data=data)
+    reply = httpx.post(f"http://{predictor.http}{INFER}", content=body, headers=headers)
+    assert reply.status_code == 400, (reply.status_code, reply.text)
+    assert limit in reply.json()["error"] and "send" in reply.json()["error"]
+    assert_actionable(reply.json()["error"])
+
+
+@pytest.mark.parametrize("case", OVER_THE_PIXEL_LIMITS)
+def test_pixel_limits_refuse_from_the_shape_over_grpc(predictor, case):
+    shape, data, limit = OVER_THE_PIXEL_LIMITS[case]
+    message = ModelInferRequest(model_name="restore", id="pixels")
+    message.inputs.add(name="image", datatype="UINT8", shape=shape)
+    message.raw_input_contents.append(data)
+    with grpc.insecure_channel(predictor.grpc, options=CHANNEL) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=ModelInferRequest.SerializeToString,
+            response_deserializer=lambda data: data,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            call(message, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert limit in caught.value.details()
+    assert_actionable(caught.value.details())
+
+
+def test_a_batch_at_the_pixel_limits_is_served(predictor):
+    data = pixels(2, 64)
+    body, headers = binary_body(shape=[2, 64, 64, 3], size=len(data), data=data)
+    reply = httpx.post(f"http://{predictor.http}{INFER}", content=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["shape"] == [2, 64, 64, 3]
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "params", "refused"),
+    [
+        (UpscaleModel, [1, 2048, 2048, 3], {"scale": 4}, False),  # the gateway's largest
+        (UpscaleModel, [1, 2048, 2048, 3], {"scale": 5}, True),
+        (UpscaleModel, [2, 2048, 2048, 3], {"scale": 4}, True),  # the batch's answers
+        (FaceRestoreModel, [1, 4096, 4096, 3], {"upscale": 2}, False),
+        (FaceRestoreModel, [1, 4096, 4096, 3], {"upscale": 3}, True),
+        (FaceRestoreModel, [1, 64, 64, 3], {"upscale": 4, "has_aligned": True}, False),
+        (FaceRestoreModel, [1, 9000, 9000, 3], {"upscale": 1, "has_aligned": True}, True),
+    ],
+)
+def test_the_answer_s_size_counts_with_the_default_limits(tmp_path, model, shape, params, refused):
+    """Each task's answer size (scale, upscale, an aligned face's 512 px) against the defaults,
+    in-process: a 4x upscale of a 2048 px image (the gateway's largest) is served."""
+    server = model(tmp_path)
+    values = decode_parameters(params, server.params)
+    if refused:
+        with pytest.raises(InvalidInput, match=r"MAX_OUTPUT_PIXELS|MAX_BATCH_PIXELS"):
+            server.check_pixels(shape, values)
+    else:
+        server.check_pixels(shape, values)
 
 
 def test_rest_body_over_the_message_limit_is_413_before_it_is_read(predictor):

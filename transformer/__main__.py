@@ -16,7 +16,7 @@ from kserve import model_server as kserve_server
 from common import httplimits
 from common.logs import configure_logging
 
-from . import routes
+from . import memory, routes
 from .config import ADDRESS_ENV, TASKS, Settings, flag_name
 from .jobs.config import JobSettings
 
@@ -45,6 +45,8 @@ class GatewayServer(ModelServer):
             self._rest_server.config.host = self.http_host
             # 431 for oversized or too many headers, 408 for slow ones (common/httplimits.py)
             self._rest_server.config.http = httplimits.from_env()
+            # 503 beyond MAX_CONNECTIONS open connections or requests in flight
+            self._rest_server.config.limit_concurrency = httplimits.max_connections()
         super().setup_event_loop()
 
 
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"transformer: {exc}") from None
     routes.configure(settings)
+    memory.hand_back_large_buffers()  # a burst of uploads leaves no memory held (memory.py)
     settings.export(os.environ)  # --workers > 1 spawns processes that read the environment
     server = GatewayServer(
         http_host=args.http_host,

@@ -45,6 +45,15 @@ class Budget:
             "try again later, with a smaller image or a smaller tile_size",
         )
 
+    async def bound(self, work: Awaitable[T], what: str) -> T:
+        """`work`'s result; 504 when the budget runs out first (an upload still arriving at the
+        deadline gives up its queue place then, not after the whole body)."""
+        try:
+            async with asyncio.timeout(self.check(what)):
+                return await work
+        except TimeoutError:
+            raise self.expired(what) from None
+
     def check(self, what: str) -> float:
         """The seconds left; 504 when none are."""
         left = self.remaining()

@@ -38,8 +38,7 @@ DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: beyond any camera sensor sold today
 DEFAULT_PREDICTOR_TIMEOUT_S = 300.0
 DEFAULT_GRPC_MAX_MESSAGE = 256 * MIB  # run-local starts the predictors with the same limit
 DEFAULT_RETRY_AFTER_S = 10
-# The answer's pixels: a 4x upscale of the largest input (MAX_IMAGE_SIDE 2048) is 8192 x 8192.
-DEFAULT_MAX_OUTPUT_PIXELS = 8192 * 8192
+DEFAULT_MAX_OUTPUT_PIXELS = limits.DEFAULT_MAX_OUTPUT_PIXELS  # shared with the predictors
 # Requests waiting per task behind the ones at the predictor (then 429). With a few seconds per
 # request on a GPU, 8 waiting is well inside the request timeout.
 DEFAULT_MAX_QUEUE_PER_TASK = 8

@@ -67,6 +67,9 @@ RECONNECT_BACKOFF_MS = {
 _WHY_UNAVAILABLE = {
     grpc.StatusCode.UNAVAILABLE: "its server cannot be reached (starting, restarting or down)",
     grpc.StatusCode.NOT_FOUND: "its server does not serve it yet (still loading)",
+    # The predictor's side ended the call (our own cancellations raise CancelledError, not an
+    # RpcError); it did under an HTTP/2 rapid-reset flood of its port (issue 19).
+    grpc.StatusCode.CANCELLED: "its server ended the call (overloaded or restarting)",
 }
 _UNAVAILABLE = tuple(_WHY_UNAVAILABLE)
 # A server without ModelStreamInfer answers UNIMPLEMENTED; when it does so while our request is
@@ -337,8 +340,13 @@ class Predictors:
                 f"the {task} model did not answer within {self.settings.predictor_timeout_s:g} s "
                 "(PREDICTOR_TIMEOUT_S); try a smaller image or a smaller tile_size",
             )
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # bounds.py should have refused it first
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+            # bounds.py should have refused it first
             return GatewayError(413, f"the {task} step's image is over a message limit: {details}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # its server's own bounds (flooded)
+            return self._unavailable(
+                task, "its server is overloaded", f"its predictor at {address} is overloaded"
+            )
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return GatewayError(400, f"the {task} model refused the request: {details}")
         # Anything else is ours to fix: logged with the details, answered as a plain 500.

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from kserve.model_server import app
 from pydantic import BeforeValidator
 
-from . import budget, docs, metrics, operations, query, surface, tasks
+from . import arrivals, budget, docs, metrics, operations, query, surface, tasks
 from .bounds import TileSize
 from .config import TASKS, Settings
 from .errors import GatewayError
@@ -37,6 +37,7 @@ class State:
         self.settings = settings
         self.predictors = Predictors(settings)
         self.pace = Pace(settings.upload_idle_timeout_s, settings.upload_min_bytes_per_s)
+        self.arrivals = arrivals.Arrivals()
 
 
 state = State(Settings.from_env())
@@ -142,8 +143,12 @@ async def _answer(request: Request, op: operations.Operation) -> Response:
                 "webhook is for jobs only: send the header Prefer: respond-async with it "
                 "(the job's JSON is POSTed to the webhook when it ends)",
             )
-        data = await read_upload(request, settings.max_upload_bytes, state.pace)
-        decoded = await operations.decode(settings, op, data)
+        # A place in the queue before the body is read: 429 at once when there is none.
+        with state.arrivals.place(state.predictors.admission, arrivals.first_task(op)):
+            upload = read_upload(request, settings.max_upload_bytes, state.pace)
+            data = await request_budget.bound(upload, "while its upload arrived")
+            decoded = await operations.decode(settings, op, data)
+            del data  # the upload's bytes are not kept while the predictors work
         request_budget.check("before its work started")
         result = await budget.unless_disconnected(request, op.run(state.predictors, decoded.rgb))
         answer = await operations.encode(op, decoded, result, start)

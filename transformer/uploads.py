@@ -3,6 +3,9 @@
 Two shapes (CONTRACT section 1): multipart form field `file`, or a raw body with an `image/*`
 Content-Type (`application/octet-stream` too: the type is decided from the bytes anyway).
 
+Large uploads wait on disk while they arrive (SPOOL_BYTES), and how many arrive at once is bounded
+by the queues (arrivals.py: 429 before the body when a task's queue is full).
+
 A body that stops arriving for UPLOAD_IDLE_TIMEOUT_S, or that averages under
 UPLOAD_MIN_BYTES_PER_S once that long has passed, is refused with 408. A client that hangs up
 mid-upload raises budget.ClientGone (nobody to answer; the route logs one line).
@@ -11,6 +14,7 @@ mid-upload raises budget.ClientGone (nobody to answer; the route logs one line).
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +28,9 @@ from .errors import GatewayError, bad_request, too_large, unsupported_type
 FIELD = "file"
 # Room for the multipart boundaries and part headers around a file of the maximum size.
 MULTIPART_OVERHEAD = 64 * 1024
+# An upload larger than this waits on disk (TMPDIR) while it arrives, as Starlette's multipart
+# parser keeps its files; it is read into memory once, whole, when it is decoded.
+SPOOL_BYTES = 1024 * 1024
 HOW = f"send the image as multipart form field '{FIELD}' or as a raw body with Content-Type image/*"
 
 
@@ -121,13 +128,14 @@ async def _from_multipart(request: Request, limit: int, pace: Pace) -> bytes:
 
 
 async def _from_body(request: Request, limit: int, pace: Pace) -> bytes:
-    chunks = []
-    try:
-        async for chunk in _capped(_paced(request, pace), limit):
-            chunks.append(chunk)
-    except _OverLimit:
-        raise _over(limit) from None
-    return b"".join(chunks)
+    with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
+        try:
+            async for chunk in _capped(_paced(request, pace), limit):
+                spool.write(chunk)  # on disk past SPOOL_BYTES, in one piece in memory below
+        except _OverLimit:
+            raise _over(limit) from None
+        spool.seek(0)
+        return spool.read()
 
 
 async def read_upload(request: Request, limit: int, pace: Pace) -> bytes:
