@@ -163,11 +163,11 @@ class EnhanceModel(Model):
                 self.warm_up()
         except (WeightsError, ValueError) as exc:
             self.load_error = str(exc)
-            log.error("%s is not ready: %s", self.task, exc)
+            log.error("%s is not ready: %s", self.name, exc)
             return False
         except Exception as exc:  # e.g. facexlib failing on a helper network's file
             self.load_error = f"loading failed: {exc}"
-            log.exception("%s is not ready: loading failed", self.task)
+            log.exception("%s is not ready: loading failed", self.name)
             return False
         self.ready = True
         log.info(

@@ -62,6 +62,28 @@ RenderFactor = Annotated[
     ),
 ]
 
+
+def _model_query(task: str, name: str = "model") -> object:
+    """The `model` parameter of a task's route: the models this gateway serves are listed in
+    /openapi.json (`enum`) and /health; another name is a 422 naming them (operations.py)."""
+    served = list(state.settings.models_of(task))
+    default = state.settings.variants[task]
+    return Annotated[
+        str | None,
+        Query(
+            alias=name,
+            description=f"The {task} model (default {default}); this server serves "
+            f"{', '.join(served)}. /health describes each.",
+            json_schema_extra={"enum": served},
+        ),
+    ]
+
+
+ColorizeModel = _model_query("colorize")
+RestoreModel = _model_query("restore")
+FaceModel = _model_query("face-restore")
+UpscaleModel = _model_query("upscale")
+
 _IMAGE_BODY = {
     "requestBody": {
         "required": True,
@@ -142,6 +164,7 @@ async def _answer(request: Request, op: operations.Operation) -> Response:
                 "webhook is for jobs only: send the header Prefer: respond-async with it "
                 "(the job's JSON is POSTed to the webhook when it ends)",
             )
+        operations.check_models(settings, op)  # 422 before the upload is read
         data = await read_upload(request, settings.max_upload_bytes, state.pace)
         decoded = await operations.decode(settings, op, data)
         request_budget.check("before its work started")
@@ -173,15 +196,19 @@ async def colorize(
     request: Request,
     render_factor: RenderFactor = DEFAULT_RENDER_FACTOR,
     output_format: OutputFormat = "png",
+    model: ColorizeModel = None,
 ) -> Response:
-    return await _answer(request, operations.Colorize(render_factor, output_format))
+    return await _answer(request, operations.Colorize(render_factor, output_format, model))
 
 
-@_image_route("/restore", "Restore a photo: denoise or deblur (NAFNet)")
+@_image_route("/restore", "Restore a photo: denoise or deblur (NAFNet), or another model")
 async def restore(
-    request: Request, tile_size: TileSize = 0, output_format: OutputFormat = "png"
+    request: Request,
+    tile_size: TileSize = 0,
+    output_format: OutputFormat = "png",
+    model: RestoreModel = None,
 ) -> Response:
-    return await _answer(request, operations.Restore(tile_size, output_format))
+    return await _answer(request, operations.Restore(tile_size, output_format, model))
 
 
 @_image_route("/face-restore", "Restore faces (CodeFormer with facexlib)")
@@ -198,12 +225,15 @@ async def face_restore(
         bool, Query(description="The input is one aligned 512x512 face crop.")
     ] = False,
     output_format: OutputFormat = "png",
+    model: FaceModel = None,
 ) -> Response:
-    op = operations.FaceRestore(fidelity, upscale, only_center_face, has_aligned, output_format)
+    op = operations.FaceRestore(
+        fidelity, upscale, only_center_face, has_aligned, output_format, model
+    )
     return await _answer(request, op)
 
 
-@_image_route("/upscale", "Upscale a photo (Real-ESRGAN)")
+@_image_route("/upscale", "Upscale a photo (Real-ESRGAN, or another model)")
 async def upscale(
     request: Request,
     scale: Annotated[
@@ -211,8 +241,9 @@ async def upscale(
     ] = 4,
     tile_size: TileSize = 512,
     output_format: OutputFormat = "png",
+    model: UpscaleModel = None,
 ) -> Response:
-    return await _answer(request, operations.Upscale(scale, tile_size, output_format))
+    return await _answer(request, operations.Upscale(scale, tile_size, output_format, model))
 
 
 BoxSide = Annotated[
@@ -278,6 +309,10 @@ async def pipeline(
         bool, Query(description="Face step: restore the central face only.")
     ] = False,
     output_format: OutputFormat = "png",
+    colorize_model: _model_query("colorize", "colorize_model") = None,
+    restore_model: _model_query("restore", "restore_model") = None,
+    upscale_model: _model_query("upscale", "upscale_model") = None,
+    face_restore_model: _model_query("face-restore", "face_restore_model") = None,
 ) -> Response:
     options = tasks.PipelineOptions(
         colorize=tasks.AUTO if colorize == "auto" else colorize == "true",
@@ -291,6 +326,10 @@ async def pipeline(
         fidelity=fidelity,
         upscale_tile_size=upscale_tile_size,
         only_center_face=only_center_face,
+        colorize_model=colorize_model,
+        restore_model=restore_model,
+        upscale_model=upscale_model,
+        face_restore_model=face_restore_model,
     )
     return await _answer(request, operations.Pipeline(options, output_format))
 
