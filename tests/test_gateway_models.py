@@ -179,3 +179,17 @@ def test_each_model_is_its_own_oip_model_at_the_predictor(predictors):
         assert httpx.get(f"http://{http}/v2/models/{name}/ready").status_code == 200
     meta = httpx.get(f"http://{http}/v2/models/upscale-span-x2").json()
     assert meta["versions"] == ["span-x2:SPAN:x2"]
+
+
+def test_the_cli_chooses_a_model_and_health_lists_them(gateway, photo, tmp_path, capsys):
+    from client import cli
+
+    source, result = tmp_path / "p.png", tmp_path / "out.png"
+    source.write_bytes(encoded(photo))
+    argv = ["upscale", str(source), "--model", "span-x2", "--scale", "2", "-o", str(result)]
+    assert cli.main([*argv, "--server", gateway.url]) == 0
+    assert decoded(result.read_bytes()).size == (96, 80)
+    cli.main(["health", "--server", gateway.url])
+    listed = capsys.readouterr().out
+    assert "--model span-x2: ready (SPAN, x2)" in listed
+    assert "--model x4plus: ready (ESRGAN, x4, default)  [BSD-3-Clause]" in listed

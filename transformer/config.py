@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from common import limits
+from common.models import MODELS_ENV, parse_models
 
 TASKS = ("colorize", "restore", "face-restore", "upscale")
 
@@ -26,9 +27,7 @@ VARIANT_ENV = {
     "upscale": "MODEL_UPSCALE",
 }
 # The models each task serves (CONTRACT section 7): MODELS_UPSCALE=x4plus,span-x4; the default
-# (MODEL_<TASK>) is one of them, listed or not.
-MODELS_ENV = {task: "MODELS_" + task.upper().replace("-", "_") for task in TASKS}
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# (MODEL_<TASK>) is one of them, listed or not (common/models.py).
 
 DEFAULT_VARIANT = {
     "colorize": "modelscope",
@@ -134,18 +133,6 @@ def oip_name(task: str, model: str, default: str) -> str:
     """A model's OIP v2 name at its predictor: the task for the default model, else
     `<task>-<model>` (the chart's InferenceService names, `python -m predictors --models`)."""
     return task if model == default else f"{task}-{model}"
-
-
-def parse_models(raw: str, default: str, env_name: str) -> tuple[str, ...]:
-    names = [n.strip() for n in raw.split(",") if n.strip()]
-    for name in names:
-        if not MODEL_NAME.match(name):
-            raise ValueError(
-                f"{env_name}: {name!r} is not a model name (lower-case letters, digits, . _ -)"
-            )
-    if len(set(names)) != len(names):
-        raise ValueError(f"{env_name} names a model twice")
-    return tuple(dict.fromkeys([default, *names]))
 
 
 @dataclass
