@@ -193,3 +193,37 @@ def test_the_cli_chooses_a_model_and_health_lists_them(gateway, photo, tmp_path,
     listed = capsys.readouterr().out
     assert "--model span-x2: ready (SPAN, x2)" in listed
     assert "--model x4plus: ready (ESRGAN, x4, default)  [BSD-3-Clause]" in listed
+
+
+def test_the_page_offers_a_model_select_where_a_task_has_several(gateway, photo, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_page_browser import CHROMIUM, CHROMIUM_ARGS
+
+    source = tmp_path / "p.png"
+    source.write_bytes(encoded(photo))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.goto(gateway.url + "/")
+            expect(page.locator("#task option")).to_have_count(5)
+            page.select_option("#task", "upscale")
+            options = page.locator("#p-model option")
+            expect(options).to_have_count(len(UPSCALE))
+            assert options.all_inner_texts() == UPSCALE
+            assert page.input_value("#p-model") == "x4plus"  # the default, preselected
+            page.select_option("#p-model", "span-x2")
+            page.fill("#p-scale", "2")
+            page.set_input_files("#file", str(source))
+            page.click("#run")
+            expect(page.locator("[data-fact=Steps]")).to_have_text(
+                "upscale x2 (span-x2)", timeout=60_000
+            )
+            page.select_option("#task", "pipeline")
+            expect(page.locator("#p-restore_model option")).to_have_count(len(RESTORE))
+            expect(page.locator("#p-colorize_model")).to_have_count(0)  # one model: no select
+        finally:
+            browser.close()

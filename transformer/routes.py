@@ -74,7 +74,8 @@ def _model_query(task: str, name: str = "model") -> object:
             alias=name,
             description=f"The {task} model (default {default}); this server serves "
             f"{', '.join(served)}. /health describes each.",
-            json_schema_extra={"enum": served},
+            # the default named in the schema (the page preselects it); not sent, it is None
+            json_schema_extra={"enum": served, "default": default},
         ),
     ]
 

@@ -260,7 +260,17 @@ const STEP_OPTIONS = {
   upscale_tile_size: "upscale",
   fidelity: "face_restore",
   only_center_face: "face_restore",
+  colorize_model: "colorize",
+  restore_model: "restore",
+  upscale_model: "upscale",
+  face_restore_model: "face_restore",
 };
+
+// A model choice (`model`, or a pipeline step's `<step>_model`): the server lists its models in
+// the schema's enum; shown only where the task has more than one.
+function isModelChoice(param) {
+  return param.name === "model" || param.name.endsWith("_model");
+}
 
 function syncSteps() {
   if ($("task").value !== "pipeline") return;
@@ -279,6 +289,7 @@ function buildParams() {
   const own = params.filter((p) => p.name !== FORMAT);
   if (!own.length) box.append(el("p", { class: "hint" }, "This task has no parameters."));
   for (const param of own) {
+    if (isModelChoice(param) && (param.schema?.enum || []).length < 2) continue;
     const field = control(param);
     if (task === "pipeline" && STEP_OPTIONS[param.name]) field.classList.add("step-option");
     box.append(field);
