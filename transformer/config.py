@@ -172,10 +172,8 @@ class Settings:
             if self.addresses[task]:
                 env[ADDRESS_ENV[task]] = self.addresses[task]
             env[VARIANT_ENV[task]] = self.variants[task]
-            env[MODELS_ENV[task]] = ",".join(self.models_of(task))
-            for model in self.models_of(task):
-                if address := self.model_addresses.get(self.oip_name(task, model)):
-                    env[model_address_env(task, model)] = address
+            # MODELS_<TASK> and PREDICTOR_<TASK>_<MODEL> come from the environment only (no
+            # flags): the spawned workers read them there as this process did.
         env["MAX_IMAGE_SIDE"] = str(self.max_image_side)
         env["MAX_UPLOAD_MB"] = repr(self.max_upload_bytes / MIB)
         env["MAX_PIXELS"] = str(self.max_pixels)
