@@ -27,6 +27,7 @@ from .upscale import UpscaleModel
 from .v2codec import json_header_length, request_from_binary_rest
 from .v2grpc import PredictorServer
 
+KSERVE_DEFAULT_NAME = "model"  # KServe's --model_name when not given
 # The chart's terminationGracePeriodSeconds (30) less time to cancel and exit.
 DEFAULT_SHUTDOWN_GRACE = 25
 
@@ -95,12 +96,6 @@ def parse_args() -> argparse.Namespace:
         "subfolder <model_dir>/<name>/; the default one (--variant) is served as the OIP "
         "model <task>, each other one as "
         "<task>-<name>",
-    )
-    parser.add_argument(
-        "--model_name",
-        default=os.environ.get("MODEL_NAME", "").strip() or None,
-        help="the OIP model name of a single model ($MODEL_NAME; default: the task): in the "
-        "cluster, <task>-<name> for a model that is not the task's default",
     )
     parser.add_argument(
         "--sha256",
@@ -214,9 +209,10 @@ def build_models(args: argparse.Namespace) -> list[EnhanceModel]:
             args.model_dir,
             variant,
         )
-    model = MODELS[args.task](
-        args.model_dir, variant, name=args.model_name, sha256=args.sha256, **options
-    )
+    # KServe's own --model_name (default "model"): the OIP name of a single model, the task
+    # unless given; in the cluster <task>-<name> for a model that is not the task's default.
+    name = args.model_name if args.model_name != KSERVE_DEFAULT_NAME else None
+    model = MODELS[args.task](args.model_dir, variant, name=name, sha256=args.sha256, **options)
     return [model]
 
 
