@@ -215,7 +215,11 @@ def test_the_page_offers_a_model_select_where_a_task_has_several(gateway, photo,
             expect(options).to_have_count(len(UPSCALE))
             assert options.all_inner_texts() == UPSCALE
             assert page.input_value("#p-model") == "x4plus"  # the default, preselected
+            expect(page.locator("#task-about")).to_contain_text("BSD-3-Clause")
             page.select_option("#p-model", "span-x2")
+            # the chosen model's description and licence note (/health's models)
+            expect(page.locator("#task-about")).to_contain_text("SPAN")
+            expect(page.locator("#task-about")).to_contain_text("licence applies")
             page.fill("#p-scale", "2")
             page.set_input_files("#file", str(source))
             page.click("#run")

@@ -69,21 +69,26 @@ def _model_query(task: str, name: str = "model") -> object:
     served = list(state.settings.models_of(task))
     default = state.settings.variants[task]
     return Annotated[
-        str | None,
+        str,
         Query(
             alias=name,
             description=f"The {task} model (default {default}); this server serves "
             f"{', '.join(served)}. /health describes each.",
-            # the default named in the schema (the page preselects it); not sent, it is None
-            json_schema_extra={"enum": served, "default": default},
+            json_schema_extra={"enum": served},
         ),
     ]
 
 
+# Each model parameter's default is the task's default model (the page preselects it).
+DEFAULT_MODEL = state.settings.variants
 ColorizeModel = _model_query("colorize")
 RestoreModel = _model_query("restore")
 FaceModel = _model_query("face-restore")
 UpscaleModel = _model_query("upscale")
+StepColorizeModel = _model_query("colorize", "colorize_model")
+StepRestoreModel = _model_query("restore", "restore_model")
+StepUpscaleModel = _model_query("upscale", "upscale_model")
+StepFaceModel = _model_query("face-restore", "face_restore_model")
 
 _IMAGE_BODY = {
     "requestBody": {
@@ -197,17 +202,17 @@ async def colorize(
     request: Request,
     render_factor: RenderFactor = DEFAULT_RENDER_FACTOR,
     output_format: OutputFormat = "png",
-    model: ColorizeModel = None,
+    model: ColorizeModel = DEFAULT_MODEL["colorize"],
 ) -> Response:
     return await _answer(request, operations.Colorize(render_factor, output_format, model))
 
 
-@_image_route("/restore", "Restore a photo: denoise or deblur (NAFNet), or another model")
+@_image_route("/restore", "Restore a photo: denoise or deblur (NAFNet)")
 async def restore(
     request: Request,
     tile_size: TileSize = 0,
     output_format: OutputFormat = "png",
-    model: RestoreModel = None,
+    model: RestoreModel = DEFAULT_MODEL["restore"],
 ) -> Response:
     return await _answer(request, operations.Restore(tile_size, output_format, model))
 
@@ -226,7 +231,7 @@ async def face_restore(
         bool, Query(description="The input is one aligned 512x512 face crop.")
     ] = False,
     output_format: OutputFormat = "png",
-    model: FaceModel = None,
+    model: FaceModel = DEFAULT_MODEL["face-restore"],
 ) -> Response:
     op = operations.FaceRestore(
         fidelity, upscale, only_center_face, has_aligned, output_format, model
@@ -234,7 +239,7 @@ async def face_restore(
     return await _answer(request, op)
 
 
-@_image_route("/upscale", "Upscale a photo (Real-ESRGAN, or another model)")
+@_image_route("/upscale", "Upscale a photo (Real-ESRGAN)")
 async def upscale(
     request: Request,
     scale: Annotated[
@@ -242,7 +247,7 @@ async def upscale(
     ] = 4,
     tile_size: TileSize = 512,
     output_format: OutputFormat = "png",
-    model: UpscaleModel = None,
+    model: UpscaleModel = DEFAULT_MODEL["upscale"],
 ) -> Response:
     return await _answer(request, operations.Upscale(scale, tile_size, output_format, model))
 
@@ -310,10 +315,10 @@ async def pipeline(
         bool, Query(description="Face step: restore the central face only.")
     ] = False,
     output_format: OutputFormat = "png",
-    colorize_model: _model_query("colorize", "colorize_model") = None,
-    restore_model: _model_query("restore", "restore_model") = None,
-    upscale_model: _model_query("upscale", "upscale_model") = None,
-    face_restore_model: _model_query("face-restore", "face_restore_model") = None,
+    colorize_model: StepColorizeModel = DEFAULT_MODEL["colorize"],
+    restore_model: StepRestoreModel = DEFAULT_MODEL["restore"],
+    upscale_model: StepUpscaleModel = DEFAULT_MODEL["upscale"],
+    face_restore_model: StepFaceModel = DEFAULT_MODEL["face-restore"],
 ) -> Response:
     options = tasks.PipelineOptions(
         colorize=tasks.AUTO if colorize == "auto" else colorize == "true",

@@ -463,6 +463,17 @@ function renderTaskNote() {
   renderAbout();
 }
 
+// The `about` of the model chosen for a task (its select, where the task has several models:
+// /health's `models`), else of the task's default.
+function chosenAbout(task) {
+  const entry = state.health[task];
+  if (!entry) return null;
+  const param = $("task").value === "pipeline" ? `${task.replace("-", "_")}_model` : "model";
+  const chosen = $(`p-${param}`)?.value;
+  const model = (entry.models || []).find((m) => m.name === chosen);
+  return model?.about || entry.about;
+}
+
 // What the task does and the licence of each model it uses (from /health's `about`).
 function renderAbout() {
   const box = $("task-about");
@@ -472,7 +483,7 @@ function renderAbout() {
   if (summary) box.append(el("p", { class: "summary" }, summary));
   const list = el("ul", { class: "about-models" });
   for (const model of neededModels(task)) {
-    const about = state.health[model]?.about;
+    const about = chosenAbout(model);
     if (!about) continue;
     const item = el("li", { "data-about": model });
     item.append(el("strong", {}, `${about.model}: `), document.createTextNode(`${about.description} `));
