@@ -138,9 +138,18 @@ def test_the_model_is_chosen_per_request(client, photo):
 def test_an_unknown_model_is_a_422_naming_the_served_ones(client, photo):
     answer = post(client, "/upscale", photo, model="x8-nope")
     assert answer.status_code == 422
-    assert "x4plus, span-x2, compact-x4" in answer.json()["detail"]
+    (error,) = answer.json()["detail"]  # FastAPI's validation shape
+    assert error["loc"] == ["query", "model"]
+    assert "it serves x4plus, span-x2, compact-x4" in error["msg"]
     answer = post(client, "/pipeline", photo, restore_model="nope")
-    assert answer.status_code == 422 and "denoise, compact-x1" in answer.json()["detail"]
+    assert answer.status_code == 422 and "denoise, compact-x1" in str(answer.json()["detail"])
+    job = client.post(
+        "/upscale",
+        params={"model": "nope"},
+        files={"file": ("p.png", encoded(photo))},
+        headers={"Prefer": "respond-async"},
+    )
+    assert job.status_code == 422  # no job made
 
 
 def test_a_model_that_is_not_ready_is_a_503(client, photo):

@@ -21,15 +21,16 @@ from .errors import GatewayError
 from .predictors import Predictors
 
 
-def check_model(settings: Settings, task: str, model: str | None) -> None:
-    """422 for a model the task does not serve, naming the ones it does."""
+def check_model(settings: Settings, task: str, model: str | None, error=None) -> None:
+    """422 for a model the task does not serve, naming the ones it does (`error`: the
+    exception to raise with the message instead, e.g. ValueError in a pydantic validator)."""
     served = settings.models_of(task)
     if model is not None and model not in served:
-        raise GatewayError(
-            422,
+        message = (
             f"{task} has no model {model!r} on this server; it serves {', '.join(served)} "
-            f"(default {settings.variants[task]})",
+            f"(default {settings.variants[task]})"
         )
+        raise error(message) if error else GatewayError(422, message)
 
 
 class Operation(Protocol):

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from kserve.model_server import app
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from . import budget, docs, metrics, operations, query, surface, tasks
 from .bounds import TileSize
@@ -68,8 +68,16 @@ def _model_query(task: str, name: str = "model") -> object:
     /openapi.json (`enum`) and /health; another name is a 422 naming them (operations.py)."""
     served = list(state.settings.models_of(task))
     default = state.settings.variants[task]
+
+    def served_here(model: str) -> str:
+        """A model the task serves, else a 422 in FastAPI's validation shape naming them (at
+        once: before the upload is read, and before a job is made)."""
+        operations.check_model(state.settings, task, model, ValueError)
+        return model
+
     return Annotated[
         str,
+        AfterValidator(served_here),
         Query(
             alias=name,
             description=f"The {task} model (default {default}); this server serves "
