@@ -9,6 +9,8 @@ from pathlib import Path
 
 from spandrel import ImageModelDescriptor
 
+from . import anymodel
+from .anymodel import build_any, model_file_in, verify_pinned
 from .catalogue import (
     DEFAULT_VARIANT,
     TASK_FAMILY,
@@ -79,10 +81,18 @@ def variant_in_folder(task: str, model_dir: Path) -> str | None:
 
 
 def load_task_model(
-    task: str, variant: str, model_dir: Path, allow_unverified: bool = False
+    task: str,
+    variant: str,
+    model_dir: Path,
+    allow_unverified: bool = False,
+    sha256: str | None = None,
 ) -> LoadedModel:
     """Verify every file the task needs (official hash, zip CRCs), then build its network;
-    raises WeightsError."""
+    raises WeightsError. An official variant's name means its official file and layout; any
+    other name is a model of any fitting architecture (anymodel.py), pinned by `sha256`."""
+    model_dir = Path(model_dir)
+    if variant not in variants(task):
+        return load_any_model(task, variant, model_dir, allow_unverified, sha256)
     paths = required_files(task, variant, model_dir)
     for path in paths:
         verify_official(path, allow_unverified)
@@ -93,4 +103,22 @@ def load_task_model(
         apply_tlc(descriptor.model)
     descriptor.model.eval()
     log.info("%s/%s: loaded %s from %s", task, variant, detected, path)
+    return LoadedModel(descriptor, detected, path)
+
+
+def load_any_model(
+    task: str, name: str, model_dir: Path, allow_unverified: bool, sha256: str | None
+) -> LoadedModel:
+    path = model_file_in(task, model_dir)
+    verify_pinned(path, allow_unverified, sha256)
+    check_archive(path)
+    for helper in anymodel.helper_files(task):  # face-restore: facexlib's networks
+        helper_path = model_dir / helper
+        if not helper_path.is_file():
+            raise WeightsError(f"{task}/{name} needs {helper} in {model_dir} beside its model")
+        verify_official(helper_path, allow_unverified)
+        check_archive(helper_path)
+    descriptor, detected = build_any(task, read_state_dict(path), path.name)
+    descriptor.model.eval()
+    log.info("%s/%s: loaded %s from %s", task, name, detected, path)
     return LoadedModel(descriptor, detected, path)

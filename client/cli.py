@@ -95,9 +95,9 @@ def _add_param(parser: argparse.ArgumentParser, param: Param) -> None:
     parser.add_argument(
         *flags,
         dest=param.name,
-        type=_ranged(param),
+        type=_ranged(param) if param.kind is not str else str,
         default=None,
-        metavar=param.kind.__name__.upper(),
+        metavar="NAME" if param.kind is str else param.kind.__name__.upper(),
         help=f"{param.help}{f' ({bounds})' if bounds else ''} {default}",
     )
 
@@ -402,7 +402,28 @@ def health(args: argparse.Namespace) -> int:
         about = entry.get("about") or {}  # the model and its licence (gateway's catalog.py)
         licence = f"  [{about['model']}, {about['licence']}]" if about.get("licence") else ""
         print(f"  {name:<13} {state}" + (f" ({facts})" if facts else "") + licence)
+        models = entry.get("models") or []
+        if len(models) > 1:  # several models: each with what it is (--model chooses)
+            for model in models:
+                print("    " + _model_line(model))
     return EXIT_OK if body.get("status") == "ok" else EXIT_FAILED
+
+
+def _model_line(model: dict) -> str:
+    """One model of a task, as `photo-enhance health` lists it under the task."""
+    what = ", ".join(
+        str(v)
+        for v in (
+            model.get("architecture"),
+            f"x{model['scale']}" if model.get("scale") else None,
+            "default" if model.get("default") else None,
+        )
+        if v
+    )
+    state = model.get("state") or ("ready" if model.get("ready") else "not ready")
+    licence = (model.get("about") or {}).get("licence")
+    line = f"--model {model.get('name')}: {state}" + (f" ({what})" if what else "")
+    return line + (f"  [{licence}]" if licence else "")
 
 
 def main(argv: list[str] | None = None) -> int:

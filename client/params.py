@@ -38,23 +38,38 @@ OUTPUT_FORMAT = Param(
 RENDER_FACTOR = Param(
     "render_factor", int, 32, "colorize model input side = 16 x render_factor px", 1, None
 )
+
+
+def _model(name: str = "model", task: str = "") -> Param:
+    """A model choice: the server's list (`photo-enhance health` shows it), checked there."""
+    step = f"{task} step's " if task else ""
+    return Param(
+        name,
+        str,
+        None,
+        f"the {step}model, one the server serves (photo-enhance health lists them; 422 names them)",
+    )
+
+
 # Bounds left to the gateway, as (parameter, "minimum" | "maximum").
 GATEWAY_BOUNDS = {("render_factor", "maximum")}
 
 TASK_PARAMS: dict[str, tuple[Param, ...]] = {
-    "colorize": (RENDER_FACTOR, OUTPUT_FORMAT),
-    "restore": (_tile("tile_size", 0), OUTPUT_FORMAT),
+    "colorize": (RENDER_FACTOR, OUTPUT_FORMAT, _model()),
+    "restore": (_tile("tile_size", 0), OUTPUT_FORMAT, _model()),
     "face-restore": (
         Param("fidelity", float, 0.5, "0 = best quality, 1 = closest to the input", 0, 1),
         Param("upscale", int, 2, "the result is upscale x the input", 1, 4),
         Param("only_center_face", bool, False, "restore the central face only"),
         Param("has_aligned", bool, False, "the input is one aligned 512x512 face crop"),
         OUTPUT_FORMAT,
+        _model(),
     ),
     "upscale": (
         Param("scale", int, 4, "the result is exactly scale x the input", 1, 8),
         _tile("tile_size", 512),
         OUTPUT_FORMAT,
+        _model(),
     ),
     "pipeline": (
         Param("restore", bool, True, "run the restore model"),
@@ -78,6 +93,10 @@ TASK_PARAMS: dict[str, tuple[Param, ...]] = {
         _tile("upscale_tile_size", 512),
         Param("only_center_face", bool, False, "face step: restore the central face only"),
         OUTPUT_FORMAT,
+        _model("colorize_model", "colorize"),
+        _model("restore_model", "restore"),
+        _model("upscale_model", "upscale"),
+        _model("face_restore_model", "face-restore"),
     ),
 }
 TASKS = tuple(TASK_PARAMS)

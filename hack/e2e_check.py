@@ -92,6 +92,8 @@ def served_variants(isvcs: list[dict]) -> dict[str, str]:
     for isvc in isvcs:
         task = isvc["metadata"]["labels"]["photo-enhance.io/task"]
         args = isvc["spec"]["predictor"]["containers"][0]["args"]
+        if any(a.startswith("--model_name=") for a in args):
+            continue  # another model of the task (models.<task>.others), not its default
         (variant,) = [a.split("=", 1)[1] for a in args if a.startswith("--variant=")]
         variants[task] = variant
     return variants

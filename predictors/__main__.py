@@ -27,6 +27,7 @@ from .upscale import UpscaleModel
 from .v2codec import BadRequest, json_header_length, request_from_binary_rest
 from .v2grpc import PredictorServer
 
+KSERVE_DEFAULT_NAME = "model"  # KServe's --model_name when not given
 # The chart's terminationGracePeriodSeconds (30) less time to cancel and exit.
 DEFAULT_SHUTDOWN_GRACE = 25
 
@@ -58,7 +59,9 @@ class PredictorDataPlane(DataPlane):
 
     async def model_metadata(self, model_name: str) -> dict:
         metadata = await super().model_metadata(model_name)  # KServe leaves platform empty
-        return {**metadata, "platform": self.model_registry.get_model(model_name).platform}
+        model = self.model_registry.get_model(model_name)
+        # versions: "<model>:<architecture>:x<scale>" once loaded, for the gateway's /health
+        return {**metadata, "platform": model.platform, "versions": model.versions}
 
     def get_model_from_registry(self, name: str):
         model = self.model_registry.get_model(name)
@@ -101,6 +104,21 @@ def parse_args() -> argparse.Namespace:
         "--variant",
         help="default: $MODEL_<TASK>, else the variant whose file is the only one in --model_dir, "
         "else the task's default",
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="several models in this process (comma-separated, as $MODELS_<TASK> names them "
+        "for make run): --model_dir is then the task's folder, each model loaded from its "
+        "subfolder <model_dir>/<name>/; the default one (--variant) is served as the OIP "
+        "model <task>, each other one as "
+        "<task>-<name>",
+    )
+    parser.add_argument(
+        "--sha256",
+        default=os.environ.get("MODEL_SHA256", "").strip() or None,
+        help="a single model's pinned sha256 ($MODEL_SHA256): a file that is not an official "
+        "release is served when it matches, without --allow_unverified_weights",
     )
     parser.add_argument(
         "--allow_unverified_weights",
@@ -186,20 +204,16 @@ def task_options(args: argparse.Namespace) -> dict:
     return {}
 
 
-def main() -> None:
-    args = parse_args()
-    configure_logging()  # LOG_FORMAT=text|json, LOG_LEVEL; before KServe's ModelServer
+def oip_name(task: str, model: str, default: str) -> str:
+    """The OIP model name of `model`: the task for its default model, else `<task>-<model>`."""
+    return task if model == default else f"{task}-{model}"
+
+
+def build_models(args: argparse.Namespace) -> list[EnhanceModel]:
+    """The models this process serves, the default first."""
     variant = args.variant or os.environ.get(archs.VARIANT_ENV[args.task]) or None
-    if variant is None and (variant := archs.variant_in_folder(args.task, args.model_dir)):
-        logging.getLogger("predictors").info(
-            "%s: no variant given; %s holds only %s's file: serving it",
-            args.task,
-            args.model_dir,
-            variant,
-        )
-    model = MODELS[args.task](
-        args.model_dir,
-        variant,
+    names = [n.strip() for n in (args.models or "").split(",") if n.strip()]
+    options = dict(
         allow_unverified=args.allow_unverified_weights or env_flag("ALLOW_UNVERIFIED_WEIGHTS"),
         device=choose_device(args.force_cpu),
         precision=args.precision,
@@ -209,6 +223,43 @@ def main() -> None:
         max_batch_pixels=args.max_batch_pixels,
         **task_options(args),
     )
+    if names:
+        default = variant or names[0]
+        if default not in names:
+            names.insert(0, default)
+        names.sort(key=lambda n: n != default)
+        return [
+            MODELS[args.task](
+                os.path.join(args.model_dir, name),
+                name,
+                name=oip_name(args.task, name, default),
+                **options,
+            )
+            for name in names
+        ]
+    if variant is None and (variant := archs.variant_in_folder(args.task, args.model_dir)):
+        logging.getLogger("predictors").info(
+            "%s: no variant given; %s holds only %s's file: serving it",
+            args.task,
+            args.model_dir,
+            variant,
+        )
+    # KServe's own --model_name (default "model"): the OIP name of a single model, the task
+    # unless given; in the cluster <task>-<name> for a model that is not the task's default.
+    name = args.model_name if args.model_name != KSERVE_DEFAULT_NAME else None
+    model = MODELS[args.task](args.model_dir, variant, name=name, sha256=args.sha256, **options)
+    return [model]
+
+
+def load_all(models: list[EnhanceModel]) -> None:
+    for model in models:
+        model.load()
+
+
+def main() -> None:
+    args = parse_args()
+    configure_logging()  # LOG_FORMAT=text|json, LOG_LEVEL; before KServe's ModelServer
+    models = build_models(args)
     server = PredictorServer(
         bind_address=args.bind_address, grace_period=max(1, round(args.shutdown_grace_seconds))
     )
@@ -217,10 +268,11 @@ def main() -> None:
     surface.install_routes(
         model_server.app, server.dataplane, max_body=args.grpc_max_receive_message_length
     )
-    GracefulShutdown(model, args.shutdown_grace_seconds).install(model_server.app)
-    server.register_model(model)
+    GracefulShutdown(models, args.shutdown_grace_seconds).install(model_server.app)
+    for model in models:
+        server.register_model(model)
     # Serve liveness at once; readiness follows the load (large checkpoints take a while).
-    threading.Thread(target=model.load, name="load", daemon=True).start()
+    threading.Thread(target=load_all, args=(models,), name="load", daemon=True).start()
     server.start([])
     logging.getLogger("predictors").info("%s: stopped", args.task)
     # Everything is closed; the interpreter's own teardown (grpc's poller, torch) takes seconds

@@ -76,6 +76,26 @@ def choose_dtype(precision: str, device: torch.device, half: torch.dtype) -> tor
         raise ValueError(f"precision must be one of {choices}, not {precision!r}") from None
 
 
+def safe_half(descriptor: Any, wanted: torch.dtype) -> torch.dtype:
+    """`--precision auto`: the wanted half precision where spandrel marks the architecture safe
+    in it, else the other half precision that is safe, else fp32."""
+    safe = {torch.float16: descriptor.supports_half, torch.bfloat16: descriptor.supports_bfloat16}
+    if wanted == torch.float32 or safe[wanted]:
+        return wanted
+    other = torch.bfloat16 if wanted == torch.float16 else torch.float16
+    return other if safe[other] else torch.float32
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _process_executor() -> ThreadPoolExecutor:
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+    return _EXECUTOR
+
+
 class EnhanceModel(Model):
     """A KServe model serving one task. Subclasses set `task`, `params` and `enhance`."""
 
@@ -97,12 +117,17 @@ class EnhanceModel(Model):
         compile_net: bool = False,
         max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
         max_batch_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+        name: str | None = None,
+        sha256: str | None = None,
     ):
-        super().__init__(self.task)
+        # The OIP model name: the task for its default model, `<task>-<model>` for the others.
+        super().__init__(name or self.task)
         self.model_dir = Path(model_dir)
         self.variant = variant or archs.DEFAULT_VARIANT[self.task]
         self.allow_unverified = allow_unverified
+        self.sha256 = sha256
         self.device = device or choose_device()
+        self.precision = precision
         self.dtype = choose_dtype(precision, self.device, self.half_dtype)
         self.tile_batch = max(1, tile_batch)
         self.compile_net = compile_net
@@ -111,9 +136,9 @@ class EnhanceModel(Model):
         self.load_error: str | None = None
         self.loaded: LoadedModel | None = None
         self._fp32_now = False  # the guard's recomputation
-        # One inference at a time per process: the event loop stays free for health checks,
-        # and facexlib's detector keeps per-call state on itself.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.task)
+        # One inference at a time per process, whatever the model: the event loop stays free
+        # for health checks, and facexlib's detector keeps per-call state on itself.
+        self._executor = _process_executor()
 
     @property
     def net(self) -> torch.nn.Module:
@@ -127,8 +152,10 @@ class EnhanceModel(Model):
     def load(self) -> bool:
         try:
             self.loaded = archs.load_task_model(
-                self.task, self.variant, self.model_dir, self.allow_unverified
+                self.task, self.variant, self.model_dir, self.allow_unverified, self.sha256
             )
+            if self.precision == "auto":
+                self.dtype = safe_half(self.loaded.descriptor, self.dtype)
             if self.dtype != torch.float32:
                 self._check_precision()
                 self.net.register_forward_hook(_refuse_non_finite)
@@ -141,14 +168,22 @@ class EnhanceModel(Model):
                 self.warm_up()
         except (WeightsError, ValueError) as exc:
             self.load_error = str(exc)
-            log.error("%s is not ready: %s", self.task, exc)
+            log.error("%s is not ready: %s", self.name, exc)
             return False
         except Exception as exc:  # e.g. facexlib failing on a helper network's file
             self.load_error = f"loading failed: {exc}"
-            log.exception("%s is not ready: loading failed", self.task)
+            log.exception("%s is not ready: loading failed", self.name)
             return False
         self.ready = True
-        log.info("%s/%s ready on %s (%s)", self.task, self.variant, self.device, self.dtype)
+        log.info(
+            "%s: %s/%s (%s) ready on %s (%s)",
+            self.name,
+            self.task,
+            self.variant,
+            self.loaded.detected,
+            self.device,
+            self.dtype,
+        )
         return True
 
     def _check_precision(self) -> None:
@@ -174,6 +209,23 @@ class EnhanceModel(Model):
         """V2 model metadata's platform: the framework and the device ("pytorch-cuda"), so that
         a client (the gateway's /health) knows where the model runs before its first request."""
         return f"pytorch-{self.device.type}"
+
+    def describe(self) -> dict[str, Any]:
+        """The architecture and native scale, for the gateway's /health."""
+        if self.loaded is None:
+            return {}
+        return {
+            "architecture": self.loaded.detected.family,
+            "native_scale": int(self.loaded.descriptor.scale),
+        }
+
+    @property
+    def versions(self) -> list[str]:
+        """V2 model metadata's versions: `<model>:<architecture>:x<scale>` once loaded."""
+        found = self.describe()
+        if not found:
+            return []
+        return [f"{self.variant}:{found['architecture']}:x{found['native_scale']}"]
 
     def get_input_types(self) -> list[dict]:
         return [{"name": v2codec.IMAGE, "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
@@ -287,5 +339,5 @@ class EnhanceModel(Model):
             self._executor, self.task, self._enhance_batch, images, params
         )
         # variant and device let the gateway's /health say what serves each task
-        extra.update(variant=self.variant, device=self.device.type)
+        extra.update(variant=self.variant, device=self.device.type, **self.describe())
         return v2codec.encode_images(payload, self.name, outputs, extra)

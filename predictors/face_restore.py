@@ -69,8 +69,11 @@ class FaceRestoreModel(EnhanceModel):
     def _restore_face(self, face_bgr: np.ndarray, fidelity: float) -> np.ndarray:
         tensor = torch.from_numpy(face_bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None]
         tensor = tensor.to(self.device, torch.float32).div(255).sub(0.5).div(0.5)
+        # CodeFormer blends by `fidelity`; GFPGAN has no such knob. Both answer (image, ...).
+        codeformer = self.loaded.detected.family == "CodeFormer"
         with self.half_precision():
-            out = self.net(tensor, weight=fidelity)[0].float().clamp(-1, 1)
+            out = self.net(tensor, weight=fidelity) if codeformer else self.net(tensor)
+            out = out[0].float().clamp(-1, 1)
         out = ((out + 1) / 2 * 255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(out[:, :, ::-1])
 

@@ -30,8 +30,9 @@ CANCEL_SETTLE_SECONDS = 5.0
 
 
 class GracefulShutdown:
-    def __init__(self, model: EnhanceModel, grace: float):
-        self.model = model
+    def __init__(self, models: list[EnhanceModel], grace: float):
+        self.models = models
+        self.task = models[0].task
         self.grace = grace
         self._draining = False
         self._uvicorn_handlers: dict[signal.Signals, Callable] = {}
@@ -55,18 +56,19 @@ class GracefulShutdown:
         asyncio.get_running_loop().create_task(self._drain(sig))
 
     async def _drain(self, sig: signal.Signals) -> None:
-        self.model.ready = False
-        self.model.load_error = "shutting down"
+        for model in self.models:
+            model.ready = False
+            model.load_error = "shutting down"
         log.info(
             "%s: %s: not ready; %d request(s) get up to %.0f s to finish",
-            self.model.task,
+            self.task,
             signal.Signals(sig).name,
             cancel.busy(),
             self.grace,
         )
         if not await _until_idle(self.grace):
             stopped = cancel.cancel_all("the server is shutting down")
-            log.warning("%s: grace period over; cancelled %d request(s)", self.model.task, stopped)
+            log.warning("%s: grace period over; cancelled %d request(s)", self.task, stopped)
             await _until_idle(CANCEL_SETTLE_SECONDS)
         loop = asyncio.get_running_loop()
         for other, handler in self._uvicorn_handlers.items():

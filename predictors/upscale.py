@@ -1,4 +1,5 @@
-"""Real-ESRGAN: the network's native scale, then a Lanczos resize to exactly `scale` x."""
+"""Any super-resolution model (Real-ESRGAN by default): the network's native scale, padded and
+tiled as its architecture asks (fitting.py), then a Lanczos resize to exactly `scale` x."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import cv2
 import numpy as np
 import torch
 
-from . import cancel, progress
 from .base import EnhanceModel
+from .fitting import run_fitted
 from .limits import tile_size_check
-from .tiling import run_tiles_retrying
 from .v2codec import Param
 
 # Measured with the trained x4plus (bench/tiling_fidelity.py, README "Tiling fidelity"): a pixel
@@ -31,25 +31,20 @@ class UpscaleModel(EnhanceModel):
 
     def enhance(self, rgb: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
         height, width = rgb.shape[:2]
-        native = self.loaded.descriptor.scale
-        # x2 and x1 models pixel-unshuffle their input: sides and tile origins must be multiples.
-        align = {2: 2, 1: 4}.get(native, 1)
-        pad_h, pad_w = -height % align, -width % align
-        if pad_h or pad_w:
-            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        result = run_tiles_retrying(
+        descriptor = self.loaded.descriptor
+        native = descriptor.scale
+        # Real-ESRGAN x2 and x1 see their input pixel-unshuffled: their context (in input px)
+        # is 2x and 4x wider.
+        context = {2: 2, 1: 4}.get(native, 1) if self.loaded.detected.family == "ESRGAN" else 1
+        result = run_fitted(
             self.run_net,
-            self.to_tensor(rgb),
-            scale=native,
+            descriptor,
+            rgb,
             tile=params["tile_size"],
-            overlap=TILE_OVERLAP * align,
-            feather=TILE_FEATHER * align,
-            should_stop=cancel.should_stop,
-            on_progress=progress.tiles,
-            align=align,
+            overlap=TILE_OVERLAP * context,
+            feather=TILE_FEATHER * context,
             **self.tiling,
         )
-        result = result[: height * native, : width * native]
         scale = params["scale"]
         if scale != native:
             target = (width * scale, height * scale)

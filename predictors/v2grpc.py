@@ -235,6 +235,14 @@ class RawTensorServicer(InferenceServicer):
         self.data_plane = data_plane
         self.cap = InflightCap(env_int("MAX_INFLIGHT", 0))
 
+    async def ModelMetadata(self, request, context):
+        """KServe's, with the model's versions kept (KServe's servicer drops them): the
+        gateway's /health learns each model's architecture and scale from them."""
+        response = await super().ModelMetadata(request, context)
+        metadata = await self._data_plane.model_metadata(model_name=request.name)
+        response.versions.extend(metadata.get("versions") or [])
+        return response
+
     async def ModelInfer(self, data: bytes, context) -> bytes:  # type: ignore[override]
         request = decode_request(data)
         with self.cap.hold():

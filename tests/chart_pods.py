@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from tests.dockerfile import Dockerfile
-from tests.k8s_helpers import isvc_task, kserve_predictor_service
+from tests.k8s_helpers import isvc_key, isvc_task, kserve_predictor_service
 from tests.servers import ROOT, free_port, stop_process
 
 PORT_ARG = re.compile(r"^(--[\w-]*port)=(\d+)$")
@@ -37,6 +37,7 @@ SERVICE_ADDRESS = re.compile(
     r"^(?:dns:///)?([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.[a-z0-9.-]+)?:(\d+)$"
 )
 TASK_LABEL = "photo-enhance.io/task"
+MODEL_LABEL = "photo-enhance.io/model"
 IMAGES = {
     "predictor": ROOT / "Dockerfile.predictor",
     "transformer": ROOT / "Dockerfile.transformer",
@@ -159,7 +160,9 @@ class LocalInstall:
     """The predictors (one per InferenceService) and the transformer of one rendered install."""
 
     objs: list[dict]
-    model_dirs: dict[str, Path]  # task -> the folder standing in for its /mnt/models
+    # OIP name (the task for its default model, isvc_key) -> the folder standing in for its
+    # /mnt/models
+    model_dirs: dict[str, Path]
     root: Path  # the pods' local folders and logs
     containers: dict[str, LocalContainer] = field(default_factory=dict)
     services: dict[tuple[str, str], tuple[dict, str]] = field(default_factory=dict)
@@ -167,21 +170,26 @@ class LocalInstall:
     def __post_init__(self) -> None:
         self.workdir = self.root / "app"  # the image's WORKDIR: nothing may be written there
         self.workdir.mkdir(parents=True)
+        by_labels = {  # (task, model) labels -> its predictor's key
+            (isvc_task(o), o["metadata"]["labels"].get(MODEL_LABEL)): isvc_key(o)
+            for o in self.objs
+            if o["kind"] == "InferenceService"
+        }
         for obj in self.objs:
             kind, meta = obj["kind"], obj["metadata"]
             if kind == "InferenceService":
-                task = isvc_task(obj)
+                key = isvc_key(obj)
                 (container,) = obj["spec"]["predictor"]["containers"]
                 self._add(
-                    f"predictor/{task}",
+                    f"predictor/{key}",
                     container,
                     "predictor",
-                    {"/mnt/models": self.model_dirs[task]},
+                    {"/mnt/models": self.model_dirs[key]},
                 )
                 svc = kserve_predictor_service(obj)
                 self.services[(svc["name"], svc["namespace"])] = (
                     {"ports": svc["ports"]},
-                    f"predictor/{task}",
+                    f"predictor/{key}",
                 )
             elif kind == "Deployment":
                 (container,) = obj["spec"]["template"]["spec"]["containers"]
@@ -194,8 +202,10 @@ class LocalInstall:
                         volumes[mount["mountPath"]] = local
                 self._add("transformer", container, "transformer", volumes)
             elif kind == "Service":  # the gateway's, or a headless one of a task's predictors
-                task = obj["spec"].get("selector", {}).get(TASK_LABEL)
-                backend = f"predictor/{task}" if task else "transformer"
+                selector = obj["spec"].get("selector", {})
+                task = selector.get(TASK_LABEL)
+                key = by_labels.get((task, selector.get(MODEL_LABEL)), task)
+                backend = f"predictor/{key}" if task else "transformer"
                 self.services[(meta["name"], meta["namespace"])] = (obj["spec"], backend)
 
     def _add(self, name: str, container: dict, image: str, volumes: dict[str, Path]) -> None:

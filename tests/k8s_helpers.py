@@ -78,6 +78,14 @@ def isvc_task(isvc: dict) -> str:
     return isvc["metadata"]["labels"]["photo-enhance.io/task"]
 
 
+def isvc_key(isvc: dict) -> str:
+    """The OIP v2 model name its predictor serves: the task for the task's default model,
+    `<task>-<model>` for another one (its --model_name)."""
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    names = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--model_name=")]
+    return names[0] if names else isvc_task(isvc)
+
+
 def storage_uris(isvc: dict) -> list[str]:
     """Where KServe puts a predictor's weights from: its storageUris (fetched into /mnt/models)
     or, for a pvc:// folder, the kserve-container's STORAGE_URI (mounted at /mnt/models)."""

@@ -128,6 +128,7 @@ def start_predictor(
     allow_unverified: bool = True,
     extra_env: dict | None = None,
     ports: tuple[int, int] | None = None,
+    args: list[str] | None = None,
 ) -> Predictor:
     """`python -m predictors TASK ...` on free ports, or on `ports` (http, grpc) to restart one
     where it was; returns at once (call `.wait()`)."""
@@ -150,6 +151,7 @@ def start_predictor(
     ]
     if variant:
         cmd += ["--variant", variant]
+    cmd += args or []
     env = {**os.environ, "FORCE_CPU": "true", "PYTHONWARNINGS": "ignore", **(extra_env or {})}
     env["ALLOW_UNVERIFIED_WEIGHTS"] = "true" if allow_unverified else "false"
     log_path = tmp_dir / f"{task}-{http_port}.log"

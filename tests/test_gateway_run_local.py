@@ -349,3 +349,39 @@ def test_unknown_task_in_tasks_is_refused(tmp_path):
     )
     assert result.returncode == 2
     assert "sharpen" in result.stdout and "upscale" in result.stdout
+
+
+def test_make_run_serves_several_models_of_a_task(weights, tmp_path, astronaut):
+    """MODELS_UPSCALE: one predictor process serves both models, WEIGHTS_DIR/<task>/<name>/."""
+    (tmp_path / "upscale").mkdir()
+    (tmp_path / "upscale" / "x4plus").symlink_to(weights.model_dir("upscale", "x4plus"))
+    (tmp_path / "upscale" / "span-x2").symlink_to(weights.other_model_dir("upscale", "span-x2"))
+    port = free_port()
+    env = environment(
+        TASKS="upscale",
+        WEIGHTS_DIR=str(tmp_path),
+        MODELS_UPSCALE="x4plus,span-x2",
+        ALLOW_UNVERIFIED_WEIGHTS="true",
+        WEIGHTS_MIRROR=f"http://127.0.0.1:{free_port()}",
+        PORT=str(port),
+    )
+    run = Running(env)
+    try:
+        run.wait_for("ready: upscale", timeout=300)
+        url = f"http://127.0.0.1:{port}"
+        models = httpx.get(f"{url}/health", timeout=30).json()["models"]["upscale"]["models"]
+        assert [(m["name"], m["architecture"]) for m in models] == [
+            ("x4plus", "ESRGAN"),
+            ("span-x2", "SPAN"),
+        ]
+        reply = httpx.post(
+            f"{url}/upscale", params={"scale": 2, "model": "span-x2"},
+            files={"file": ("a.png", encoded(astronaut[::16, ::16]))}, timeout=300,
+        )  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["X-Steps"] == "upscale x2 (span-x2)"
+        assert decoded(reply.content).size == (64, 64)
+        run.process.send_signal(signal.SIGINT)
+        assert run.process.wait(60) == 0, run.output()[-3000:]
+    finally:
+        stop(run)

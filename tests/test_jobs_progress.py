@@ -37,7 +37,7 @@ class Calls:
     def __init__(self, tiles: int = 0):
         self.tiles = tiles
 
-    async def infer(self, task, image, parameters):
+    async def infer(self, task, image, parameters, model=None):
         listener = progress.current.get()
         for tile in range(1, self.tiles + 1):
             listener(task, tile, self.tiles, f"{task}: tile {tile} of {self.tiles}")
@@ -105,7 +105,7 @@ class Unavailable:
         self.down = down
         self.calls: list[str] = []
 
-    async def infer(self, task, image, parameters):
+    async def infer(self, task, image, parameters, model=None):
         if task == self.down:
             raise GatewayError(503, f"the {task} model is not available", {"Retry-After": "1"})
         self.calls.append(task)

@@ -15,6 +15,7 @@ import yaml
 from .k8s_helpers import (
     CHART,
     NAMESPACE,
+    RELEASE,
     ROOT,
     SPECS,
     TASKS,
@@ -196,6 +197,18 @@ def _merge(base: dict, over: dict) -> None:
         (["--set", "models.upscale.storageUris={ftp://host/x.pth}"], "storageUris"),
         (["--set", "httpRoute.enabled=true"], "parentRefs"),
         (["--set", "models.upscale.storageUris={pvc://w/a,https://h/b.pth}"], "pvc://"),
+        (["--set", "models.upscale.others[0].name=Big_One"], "name"),
+        (["--set", "models.upscale.others[0].name=span-x4"], "not an official variant"),
+        (["--set", "models.upscale.others[0].name=x4plus"], "already the task's default"),
+        (
+            [
+                "--set",
+                "models.upscale.others[0].name=s",
+                "--set",
+                "models.upscale.others[0].sha256=ab",
+            ],
+            "sha256",
+        ),
     ],
 )
 def test_bad_values_are_refused(args, message):
@@ -883,3 +896,68 @@ def test_extra_gateway_egress_is_appended():
     extra = {"to": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "ports": [{"port": 6380}]}
     args = ["--set-json", f"networkPolicy.extraGatewayEgress=[{json.dumps(extra)}]"]
     assert _egress_rules(render("default", *args))[-1] == extra
+
+
+# ---------------------------------------------------------------------------------------------
+# Several models of a task (CONTRACT section 7).
+
+SPAN_SHA = "0" * 63 + "1"
+
+
+def test_each_other_model_is_its_own_inferenceservice_wired_to_the_gateway(tmp_path):
+    values = tmp_path / "models.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "upscale": {
+                        "others": [
+                            {
+                                "name": "span-x4",
+                                "storageUris": ["https://example.org/span_x4.safetensors"],
+                                "sha256": SPAN_SHA,
+                                "gpu": {"enabled": False},
+                                "nodeSelector": {"pool": "cpu"},
+                                "resources": {
+                                    "requests": {"cpu": "1", "memory": "2Gi"},
+                                    "limits": {"cpu": "2", "memory": "4Gi"},
+                                },
+                            },
+                            {"name": "x4anime"},  # an official variant: its official file
+                        ]
+                    }
+                }
+            }
+        )
+    )
+    objs = render("default", "-f", str(values))
+    isvcs = {i["metadata"]["name"]: i for i in by_kind(objs, "InferenceService")}
+    span = isvcs[f"{RELEASE}-upscale-span-x4"]
+    (container,) = span["spec"]["predictor"]["containers"]
+    assert {"--variant=span-x4", "--model_name=upscale-span-x4", f"--sha256={SPAN_SHA}"} <= set(
+        container["args"]
+    )
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/models/upscale-span-x4/ready"
+    assert span["spec"]["predictor"]["nodeSelector"] == {"pool": "cpu"}  # no GPU node
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert container["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert [u["uri"] for u in span["spec"]["predictor"]["storageUris"]] == [
+        "https://example.org/span_x4.safetensors"
+    ]
+    anime = isvcs[f"{RELEASE}-upscale-x4anime"]
+    assert "RealESRGAN_x4plus_anime_6B.pth" in anime["spec"]["predictor"]["storageUris"][0]["uri"]
+    default = isvcs[f"{RELEASE}-upscale"]["spec"]["predictor"]["containers"][0]
+    assert not any(a.startswith("--model_name") for a in default["args"])
+    assert "nvidia.com/gpu" in default["resources"]["limits"]  # the task's settings stay
+    env = _gateway_env(objs)
+    assert env["MODELS_UPSCALE"] == "x4plus,span-x4,x4anime"
+    headless = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
+    address = env["PREDICTOR_UPSCALE_SPAN_X4"]
+    name = f"{RELEASE}-upscale-span-x4-predictor-pods"
+    assert address.startswith(f"dns:///{name}.")
+    selector = headless[name]["spec"]["selector"]
+    assert selector.items() <= _predictor_pod_labels(span).items()
+    # the default model's Service does not select the other models' pods
+    default_selector = headless[f"{RELEASE}-upscale-predictor-pods"]["spec"]["selector"]
+    assert not default_selector.items() <= _predictor_pod_labels(span).items()
+    assert len(by_kind(objs, "InferenceService")) == 6

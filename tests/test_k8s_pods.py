@@ -15,20 +15,25 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import importlib.util
+import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
+import numpy as np
 import pytest
 
 from archs.catalogue import CATALOGUE
 from tests import storage_initializer as si
 from tests.chart_pods import ChartMismatch, LocalInstall, snapshot
+from tests.gateway_process import encoded
 from tests.k8s_helpers import (
     RELEASE,
     by_kind,
     gateway_service,
+    isvc_key,
     isvc_task,
     one,
     render,
@@ -60,43 +65,51 @@ LIBRARY_ENV |= {"OMP_NUM_THREADS", "OMP_WAIT_POLICY"}  # OpenMP's, under torch
 
 
 def variant_of(isvc: dict) -> str:
-    return e2e_check.served_variants([isvc])[isvc_task(isvc)]
+    """The --variant its predictor runs with (the model's name for another model)."""
+    args = isvc["spec"]["predictor"]["containers"][0]["args"]
+    (variant,) = [a.split("=", 1)[1] for a in args if a.startswith("--variant=")]
+    return variant
 
 
 def init_containers(isvcs, weights, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Path]:
-    """Each predictor's /mnt/models, filled as KServe fills it; task -> folder."""
+    """Each predictor's /mnt/models, filled as KServe fills it; OIP name (isvc_key) -> folder."""
     folders, downloads = {}, []
     for isvc in isvcs:
-        task, variant = isvc_task(isvc), variant_of(isvc)
-        weights.model_dir(task, variant)  # generated on first use
+        task, variant, key = isvc_task(isvc), variant_of(isvc), isvc_key(isvc)
+        if (task, variant) in CATALOGUE:
+            weights.model_dir(task, variant)  # generated on first use
         uris = storage_uris(isvc)
         if uris[0].startswith("pvc://"):
             # STORAGE_URI pvc://<claim>/<path>: KServe mounts that folder of the claim; the
             # generated weights are laid out like the claim hack/stage-weights fills.
             _claim, _, path = uris[0].removeprefix("pvc://").partition("/")
-            folders[task] = weights.weights_dir() / path
+            folders[key] = weights.weights_dir() / path
         else:
-            folders[task] = tmp / task / "mnt" / "models"
-            downloads.append((task, variant, uris))
+            folders[key] = tmp / key / "mnt" / "models"
+            downloads.append((key, task, variant, uris))
     if downloads:
         # A mirror of the official URLs: its paths come from archs.catalogue, the URIs from
-        # the chart; any disagreement is a 404.
-        files = {
-            urlsplit(f.url).path: weights.model_dir(task, variant) / f.filename
-            for task, variant, _ in downloads
-            for f in CATALOGUE[(task, variant)]
-        }
+        # the chart; any disagreement is a 404. Another model's file is served at its URI's path.
+        files = {}
+        for _key, task, variant, uris in downloads:
+            if (task, variant) in CATALOGUE:
+                for f in CATALOGUE[(task, variant)]:
+                    files[urlsplit(f.url).path] = weights.model_dir(task, variant) / f.filename
+            else:
+                for uri in uris:
+                    path = urlsplit(uri).path
+                    files[path] = weights.other_model_dir(task, variant) / Path(path).name
         server = stack.enter_context(si.file_server(files, tmp))
         env = {"REQUESTS_CA_BUNDLE": str(server.ca_file)}
 
         def initializer(job):
-            task, _variant, uris = job
-            pairs = [(si.on_host(u, server.base), folders[task]) for u in uris]
-            return task, si.run(pairs, env, cwd=tmp)
+            key, _task, _variant, uris = job
+            pairs = [(si.on_host(u, server.base), folders[key]) for u in uris]
+            return key, si.run(pairs, env, cwd=tmp)
 
         with ThreadPoolExecutor(len(downloads)) as pool:
-            for task, result in pool.map(initializer, downloads):
-                assert result.returncode == 0, f"{task}: {result.stderr[-3000:]}"
+            for key, result in pool.map(initializer, downloads):
+                assert result.returncode == 0, f"{key}: {result.stderr[-3000:]}"
     return folders
 
 
@@ -248,3 +261,65 @@ def test_every_environment_variable_is_read_by_the_code(preset):
     assert not _unread_env(containers)
     containers[0]["env"].append({"name": "PREDICTOR_UPSCALER", "value": "x:1"})
     assert _unread_env(containers) == {"PREDICTOR_UPSCALER"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Several models of a task (CONTRACT section 7): models.<task>.others, each its own
+# InferenceService, pinned by sha256, the gateway wired to all of them.
+
+
+def test_another_model_of_a_task_is_its_own_predictor_reached_through_the_gateway(
+    weights, tmp_path
+):
+    pin = weights.other_model_dir("upscale", "compact-x4") / "compact_x4.pth.sha256"
+    others = [
+        {
+            "name": "compact-x4",
+            "storageUris": ["https://models.example.org/upscale/compact_x4.pth"],
+            "sha256": pin.read_text().split()[0],
+            "allowUnverifiedWeights": False,  # served because its sha256 is pinned
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2"}},
+        }
+    ]
+    values = tmp_path / "models.yaml"
+    values.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "colorize": {"enabled": False},
+                    "restore": {"enabled": False},
+                    "face-restore": {"enabled": False},
+                    # the generated x4plus is not the official file
+                    "upscale": {"allowUnverifiedWeights": True, "others": others},
+                }
+            }
+        )
+    )
+    objs = render("kind", "-f", str(values))
+    isvcs = by_kind(objs, "InferenceService")
+    assert sorted(isvc_key(i) for i in isvcs) == ["upscale", "upscale-compact-x4"]
+    with contextlib.ExitStack() as stack:
+        (tmp_path / "init").mkdir()
+        folders = init_containers(isvcs, weights, tmp_path / "init", stack)
+        local = LocalInstall(objs, folders, tmp_path / "pods")
+        stack.callback(local.stop)
+        local.start()
+        gateway = local.url(f"{RELEASE}-transformer")
+        models = httpx.get(f"{gateway}/health", timeout=30).json()["models"]["upscale"]["models"]
+        default = variant_of(next(i for i in isvcs if isvc_key(i) == "upscale"))
+        assert [(m["name"], m["architecture"], m["ready"]) for m in models] == [
+            (default, "ESRGAN", True),
+            ("compact-x4", "Compact", True),
+        ]
+        photo = encoded(np.full((24, 32, 3), 120, np.uint8))
+        reply = httpx.post(
+            f"{gateway}/upscale",
+            params={"model": "compact-x4", "scale": 2},
+            files={"file": ("p.png", photo)},
+            timeout=300,
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["X-Steps"] == "upscale x2 (compact-x4)"
+        log = local.containers["predictor/upscale-compact-x4"].log()
+        assert "upscale-compact-x4: upscale/compact-x4 (Compact" in log
+        assert "unverified" not in log

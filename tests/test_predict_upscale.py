@@ -46,7 +46,13 @@ def test_rest_binary_gives_the_grpc_pixels(x4plus, photo):
     by_grpc, grpc_params = infer_grpc(x4plus.grpc, "upscale", photo, scale=4, tile_size=0)
     by_rest, rest_params = infer_rest(x4plus.http, "upscale", photo, scale=4, tile_size=0)
     assert np.array_equal(by_grpc, by_rest)
-    assert grpc_params == rest_params == {"variant": "x4plus", "device": "cpu"}
+    assert grpc_params == rest_params
+    assert grpc_params == {
+        "variant": "x4plus",
+        "device": "cpu",
+        "architecture": "ESRGAN",
+        "native_scale": 4,
+    }
 
 
 def test_metadata_describes_the_image_tensors(x4plus):

@@ -155,6 +155,63 @@ MAKERS = {
 }
 
 
+def compact_net(scale: int, seed: int = 0) -> torch.nn.Module:
+    """spandrel's SRVGGNetCompact (realesr-general-x4v3's family), small."""
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(seed)
+    return Compact(num_feat=16, num_conv=4, upscale=scale)
+
+
+def span_net(scale: int, seed: int = 0) -> torch.nn.Module:
+    from spandrel.architectures.SPAN import SPAN
+
+    torch.manual_seed(seed)
+    return SPAN(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=scale)
+
+
+def scunet_net(seed: int = 0) -> torch.nn.Module:
+    """SCUNet: a restoration model that needs 40 px at least and discourages tiling."""
+    from spandrel.architectures.SCUNet import SCUNet
+
+    torch.manual_seed(seed)
+    return SCUNet(dim=64, config=[1, 1, 1, 1, 1, 1, 1])
+
+
+# Models of other architectures (CONTRACT section 7), each in its folder <task>/<name>/ under
+# a name of its own, with its sha256 pinned in `<file>.sha256` beside it.
+OTHER_MODELS = {
+    ("upscale", "compact-x4", "compact_x4.pth"): lambda: compact_net(4),
+    ("upscale", "span-x2", "span_x2.safetensors"): lambda: span_net(2),
+    ("restore", "compact-x1", "compact_x1.pth"): lambda: compact_net(1),
+    ("restore", "scunet", "scunet.safetensors"): scunet_net,
+}
+
+
+def other_model_dir(task: str, name: str) -> Path:
+    """The folder of one generated model of another architecture, made on first use."""
+    from safetensors.torch import save_file
+
+    from archs.checkpoint import sha256_of
+
+    folder = CACHE / task / name
+    for (t, n, filename), make in OTHER_MODELS.items():
+        if (t, n) != (task, name) or (folder / filename).is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f"{filename}.{os.getpid()}.part"
+        state = make().state_dict()
+        if filename.endswith(".safetensors"):
+            save_file({k: v.contiguous() for k, v in state.items()}, str(part))
+        else:
+            torch.save(state, part)
+        (folder / f"{filename}.sha256").write_text(f"{sha256_of(part)}  {filename}\n")
+        part.replace(folder / filename)
+    if not folder.is_dir():
+        raise KeyError(f"no generated model {task}/{name}")
+    return folder
+
+
 def weights_dir() -> Path:
     return CACHE
 

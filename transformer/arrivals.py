@@ -36,6 +36,17 @@ def first_task(op) -> str | None:
     return None  # colorize=auto decides on the photo; upscale on its size
 
 
+def first_queue(settings, op) -> str | None:
+    """The queue (a model's OIP name: `upscale`, `upscale-span-x4`) the operation joins first,
+    when known before its image is."""
+    task = first_task(op)
+    if task is None:
+        return None
+    options = getattr(op, "options", None)
+    model = options.models().get(task) if options is not None else getattr(op, "model", None)
+    return settings.oip_name(task, model)
+
+
 class Arrivals:
     """Requests past their headers and not yet in their task's queue, per task."""
 

@@ -46,5 +46,34 @@ ABOUT: dict[str, About] = {
 }
 
 
-def about(task: str) -> dict[str, object]:
-    return asdict(ABOUT[task])
+# The official variants of each task, described by ABOUT; any other model is described by its
+# architecture (the predictor reports it) and the licence note below.
+OFFICIAL_VARIANTS = {
+    "colorize": ("modelscope", "paper_tiny", "artistic"),
+    "restore": ("denoise", "deblur"),
+    "face-restore": ("v0.1",),
+    "upscale": ("x4plus", "x4anime", "x2plus"),
+}
+OTHER_MODEL_LICENCE = (
+    "not recorded here: the model's own licence applies (its author's page, or OpenModelDB, "
+    "states it)"
+)
+OTHER_MODEL_DOES = {
+    "colorize": "Adds colour to a black-and-white or faded photo.",
+    "restore": "Restores the whole photo at its size (noise, blur, compression: as trained).",
+    "face-restore": "Finds faces and redraws them sharper.",
+    "upscale": "Enlarges the photo and redraws fine detail (as trained).",
+}
+
+
+def about(task: str, model: str | None = None, architecture: str | None = None) -> dict:
+    """The default description for an official variant; for another model, its architecture
+    (once its predictor said it) and a licence note: commercial use is not known (None)."""
+    if model is None or model in OFFICIAL_VARIANTS[task]:
+        return asdict(ABOUT[task])
+    return {
+        "model": architecture or model,
+        "description": OTHER_MODEL_DOES[task],
+        "licence": OTHER_MODEL_LICENCE,
+        "commercial_use": None,
+    }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from common import limits
+from common.models import MODELS_ENV, parse_models
 
 TASKS = ("colorize", "restore", "face-restore", "upscale")
 
@@ -24,6 +26,9 @@ VARIANT_ENV = {
     "face-restore": "MODEL_FACE",
     "upscale": "MODEL_UPSCALE",
 }
+# The models each task serves (CONTRACT section 7): MODELS_UPSCALE=x4plus,span-x4; the default
+# (MODEL_<TASK>) is one of them, listed or not (common/models.py).
+
 DEFAULT_VARIANT = {
     "colorize": "modelscope",
     "restore": "denoise",
@@ -118,10 +123,24 @@ def _env_int(env: dict[str, str], name: str, default: int | None, minimum: int) 
     return value
 
 
+def model_address_env(task: str, model: str) -> str:
+    """Where one model's predictor is, when not at the task's: PREDICTOR_UPSCALE_SPAN_X4."""
+    return f"{ADDRESS_ENV[task]}_{re.sub('[^A-Z0-9]', '_', model.upper())}"
+
+
+def oip_name(task: str, model: str, default: str) -> str:
+    """A model's OIP v2 name at its predictor: the task for the default model, else
+    `<task>-<model>` (the chart's InferenceService names, `python -m predictors --models`)."""
+    return task if model == default else f"{task}-{model}"
+
+
 @dataclass
 class Settings:
     addresses: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(TASKS))
     variants: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VARIANT))
+    # every model of each task, its default first; a model's own address by OIP name
+    models: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    model_addresses: dict[str, str] = field(default_factory=dict)
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * MIB)
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -136,12 +155,24 @@ class Settings:
     upload_idle_timeout_s: float = DEFAULT_UPLOAD_IDLE_TIMEOUT_S
     upload_min_bytes_per_s: int = DEFAULT_UPLOAD_MIN_BYTES_PER_S
 
+    def models_of(self, task: str) -> tuple[str, ...]:
+        return self.models.get(task) or (self.variants[task],)
+
+    def oip_name(self, task: str, model: str | None = None) -> str:
+        return oip_name(task, model or self.variants[task], self.variants[task])
+
+    def address(self, task: str, model: str | None = None) -> str | None:
+        """The model's predictor address: its own when set, else the task's."""
+        return self.model_addresses.get(self.oip_name(task, model)) or self.addresses.get(task)
+
     def export(self, env: dict[str, str]) -> None:
         """Write these settings as environment variables (read back by spawned workers)."""
         for task in TASKS:
             if self.addresses[task]:
                 env[ADDRESS_ENV[task]] = self.addresses[task]
             env[VARIANT_ENV[task]] = self.variants[task]
+            # MODELS_<TASK> and PREDICTOR_<TASK>_<MODEL> come from the environment only (no
+            # flags): the spawned workers read them there as this process did.
         env["MAX_IMAGE_SIDE"] = str(self.max_image_side)
         env["MAX_UPLOAD_MB"] = repr(self.max_upload_bytes / MIB)
         env["MAX_PIXELS"] = str(self.max_pixels)
@@ -176,12 +207,29 @@ class Settings:
         variants = {
             task: env.get(VARIANT_ENV[task], "").strip() or DEFAULT_VARIANT[task] for task in TASKS
         }
+        models = {
+            task: parse_models(env.get(MODELS_ENV[task], ""), variants[task], MODELS_ENV[task])
+            for task in TASKS
+        }
+        model_addresses = {}
+        for task in TASKS:
+            for model in models[task]:
+                address = env.get(model_address_env(task, model), "").strip()
+                if not address:
+                    continue
+                try:
+                    parse_target(address)
+                except ValueError as exc:
+                    raise ValueError(f"{model_address_env(task, model)}: {exc}") from None
+                model_addresses[oip_name(task, model, variants[task])] = address
         upload_mb = flags.get("max_upload_mb") or _env_float(
             env, "MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB
         )
         return cls(
             addresses=addresses,
             variants=variants,
+            models=models,
+            model_addresses=model_addresses,
             max_image_side=int(
                 flags.get("max_image_side")
                 or _env_float(env, "MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE)

@@ -17,7 +17,20 @@ from starlette.concurrency import run_in_threadpool
 
 from . import bounds, colour, images, tasks
 from .config import Settings
+from .errors import GatewayError
 from .predictors import Predictors
+
+
+def check_model(settings: Settings, task: str, model: str | None, error=None) -> None:
+    """422 for a model the task does not serve, naming the ones it does (`error`: the
+    exception to raise with the message instead, e.g. ValueError in a pydantic validator)."""
+    served = settings.models_of(task)
+    if model is not None and model not in served:
+        message = (
+            f"{task} has no model {model!r} on this server; it serves {', '.join(served)} "
+            f"(default {settings.variants[task]})"
+        )
+        raise error(message) if error else GatewayError(422, message)
 
 
 class Operation(Protocol):
@@ -49,8 +62,10 @@ class Colorize(_Params):
     route: ClassVar[str] = "colorize"
     render_factor: int
     output_format: str = "png"
+    model: str | None = None
 
     def check(self, settings: Settings, rgb: np.ndarray) -> None:
+        check_model(settings, "colorize", self.model)
         images.check_output_size(self.output_format, rgb.shape[1], rgb.shape[0])
         bounds.check_answer(settings, rgb.shape[1], rgb.shape[0])
         bounds.check_message(settings, "colorize", rgb.shape[1], rgb.shape[0])
@@ -60,7 +75,7 @@ class Colorize(_Params):
 
     async def run(self, p: Predictors, rgb: np.ndarray) -> tasks.Result:
         out = tasks.Result(rgb)
-        out.rgb = await tasks.colorize(p, rgb, self.render_factor, out)
+        out.rgb = await tasks.colorize(p, rgb, self.render_factor, out, self.model)
         return out
 
 
@@ -69,8 +84,10 @@ class Restore(_Params):
     route: ClassVar[str] = "restore"
     tile_size: int
     output_format: str = "png"
+    model: str | None = None
 
     def check(self, settings: Settings, rgb: np.ndarray) -> None:
+        check_model(settings, "restore", self.model)
         images.check_output_size(self.output_format, rgb.shape[1], rgb.shape[0])
         bounds.check_answer(settings, rgb.shape[1], rgb.shape[0])
         bounds.check_message(settings, "restore", rgb.shape[1], rgb.shape[0])
@@ -80,7 +97,7 @@ class Restore(_Params):
 
     async def run(self, p: Predictors, rgb: np.ndarray) -> tasks.Result:
         out = tasks.Result(rgb)
-        out.rgb = await tasks.restore(p, rgb, self.tile_size, out)
+        out.rgb = await tasks.restore(p, rgb, self.tile_size, out, self.model)
         return out
 
 
@@ -92,8 +109,10 @@ class FaceRestore(_Params):
     only_center_face: bool = False
     has_aligned: bool = False
     output_format: str = "png"
+    model: str | None = None
 
     def check(self, settings: Settings, rgb: np.ndarray) -> None:
+        check_model(settings, "face-restore", self.model)
         # An aligned crop is restored at the model's 512 px face size, then scaled by `upscale`.
         side = tasks.FACE_SIZE if self.has_aligned else None
         width, height = (side, side) if side else (rgb.shape[1], rgb.shape[0])
@@ -116,6 +135,7 @@ class FaceRestore(_Params):
             upscale=self.upscale,
             only_center_face=self.only_center_face,
             has_aligned=self.has_aligned,
+            model=self.model,
         )
         return out
 
@@ -126,8 +146,10 @@ class Upscale(_Params):
     scale: int
     tile_size: int
     output_format: str = "png"
+    model: str | None = None
 
     def check(self, settings: Settings, rgb: np.ndarray) -> None:
+        check_model(settings, "upscale", self.model)
         width, height = rgb.shape[1] * self.scale, rgb.shape[0] * self.scale
         images.check_output_size(self.output_format, width, height)
         bounds.check_answer(settings, width, height)
@@ -138,7 +160,7 @@ class Upscale(_Params):
 
     async def run(self, p: Predictors, rgb: np.ndarray) -> tasks.Result:
         out = tasks.Result(rgb)
-        out.rgb = await tasks.upscale(p, rgb, self.scale, self.tile_size, out)
+        out.rgb = await tasks.upscale(p, rgb, self.scale, self.tile_size, out, self.model)
         return out
 
 
@@ -156,6 +178,8 @@ class Pipeline(_Params):
         return tasks.plan_pipeline(rgb.shape[1], rgb.shape[0], self.options)
 
     def check(self, settings: Settings, rgb: np.ndarray) -> None:
+        for task, model in self.options.models().items():
+            check_model(settings, task, model)
         images.check_output_size(self.output_format, self.options.width, self.options.height)
         bounds.check_plan(settings, (rgb.shape[1], rgb.shape[0]), self._plan(rgb))
 
@@ -169,6 +193,15 @@ class Pipeline(_Params):
 
     async def run(self, p: Predictors, rgb: np.ndarray) -> tasks.Result:
         return await tasks.pipeline(p, rgb, self.options)
+
+
+def check_models(settings: Settings, op: Operation) -> None:
+    """422 for a model its task does not serve, before any upload is read."""
+    if isinstance(op, Pipeline):
+        for task, model in op.options.models().items():
+            check_model(settings, task, model)
+    else:
+        check_model(settings, op.route, getattr(op, "model", None))
 
 
 OPERATIONS: dict[str, type] = {

@@ -151,38 +151,49 @@ class Predictors:
             retries=2,  # retried only on UNAVAILABLE (kserve's retry policy)
         )
 
-    def replicas(self, task: str) -> ReplicaSet:
-        """The task's replicas; 503 for a task this gateway does not offer."""
-        address = self.settings.addresses.get(task)
+    def replicas(self, task: str, model: str | None = None) -> ReplicaSet:
+        """The replicas of the task's model (its default when None), keyed by the model's OIP
+        name; 503 for a task this gateway does not offer."""
+        address = self.settings.address(task, model)
         if not address:
             raise not_offered(task, f"{ADDRESS_ENV[task]} or --{flag_name(task)}")
-        replicas = self._replicas.get(task)
+        name = self.settings.oip_name(task, model)
+        replicas = self._replicas.get(name)
         if replicas is None:
             replicas = ReplicaSet(
-                task, parse_target(address), self._client, lambda: self._replicas_changed(task)
+                name, parse_target(address), self._client, lambda: self._replicas_changed(name)
             )
-            self._replicas[task] = replicas
-            self._replicas_changed(task)
+            self._replicas[name] = replicas
+            self._replicas_changed(name)
         return replicas
 
-    def _replicas_changed(self, task: str) -> None:
-        up = self._replicas[task].up
-        metrics.REPLICAS_UP.labels(task).set(up)
-        self.admission.queue(task).set_concurrency(self._concurrency(up))
+    def _replicas_changed(self, name: str) -> None:
+        up = self._replicas[name].up
+        metrics.REPLICAS_UP.labels(name).set(up)
+        self.admission.queue(name).set_concurrency(self._concurrency(up))
 
-    async def infer(self, task: str, image: np.ndarray, parameters: dict[str, Any]) -> Answer:
-        """Send one uint8 [H, W, 3] RGB image to the task's predictor; its image comes back."""
-        replicas = self.replicas(task)
+    async def infer(
+        self,
+        task: str,
+        image: np.ndarray,
+        parameters: dict[str, Any],
+        model: str | None = None,
+    ) -> Answer:
+        """Send one uint8 [H, W, 3] RGB image to the predictor of the task's model (its default
+        when None); its image comes back. Calls, queues and metrics go by the model's OIP name
+        (`upscale`, `upscale-span-x4`)."""
+        replicas = self.replicas(task, model)
+        name = replicas.task  # the model's OIP name
         try:
             await replicas.ready_to_pick()
         except TimeoutError:
             why = "its predictors' name does not resolve (no answer from DNS)"
-            raise self._unavailable(task, why, f"{replicas.target.dns} did not resolve") from None
+            raise self._unavailable(name, why, f"{replicas.target.dns} did not resolve") from None
         tensor = ModelInferRequest.InferInputTensor(
             name=IMAGE, datatype="UINT8", shape=[1, *image.shape]
         )
         message = ModelInferRequest(
-            model_name=task,
+            model_name=name,
             id=str(uuid.uuid4()),
             inputs=[tensor],
             parameters={key: to_parameter(value) for key, value in parameters.items()},
@@ -190,28 +201,34 @@ class Predictors:
         request = encode_request(message, [image])
         request_budget = budget.current.get()
         listener = progress.current.get()
-        async with self.admission.queue(task).slot(request_budget):
+        async with self.admission.queue(name).slot(request_budget):
             start = time.perf_counter()
             outcome = "error"
             try:
-                response = await self._on_a_replica(replicas, request, listener, request_budget)
+                response = await self._on_a_replica(
+                    replicas, request, listener, request_budget, task
+                )
                 outcome = "ok"
             except grpc.RpcError as exc:
                 outcome = exc.code().name.lower() if hasattr(exc, "code") else "error"
-                raise self._map_error(task, exc) from None
+                raise self._map_error(name, exc) from None
             except StreamError as exc:  # a predictor that does not honour triton_grpc_error
-                raise RuntimeError(f"{task} predictor failed: {exc}") from None
+                raise RuntimeError(f"{name} predictor failed: {exc}") from None
             except asyncio.CancelledError:
                 outcome = "cancelled"  # the client hung up: grpc.aio cancelled the call
                 raise
             finally:
                 elapsed = time.perf_counter() - start
-                metrics.PREDICTOR_SECONDS.labels(task, outcome).observe(elapsed)
-        answer = self._image_of(task, response)
+                metrics.PREDICTOR_SECONDS.labels(name, outcome).observe(elapsed)
+        answer = self._image_of(name, response)
         params = {k: from_parameter(v) for k, v in response.message.parameters.items()}
-        seen = {k: params[k] for k in ("variant", "device") if params.get(k)}
+        seen = {
+            k: params[k]
+            for k in ("variant", "device", "architecture", "native_scale")
+            if params.get(k)
+        }
         if seen:
-            self.reported[task] = seen
+            self.reported[name] = seen
         return Answer(answer, params, elapsed)
 
     async def _on_a_replica(
@@ -220,10 +237,12 @@ class Predictors:
         request: bytes,
         listener: progress.Listener | None,
         request_budget: budget.Budget | None,
+        step: str,
     ) -> Reply:
         """The call at the least busy replica up; at another one when it is busy or fails
         (UNAVAILABLE, model not ready). Raises the last failure when every replica failed, and
-        waits and tries again while they are busy, within the call's time."""
+        waits and tries again while they are busy, within the call's time. `step`: the task,
+        as progress listeners know it."""
         task = replicas.task
         deadline = time.monotonic() + self.settings.predictor_timeout_s
         tried: set[Replica] = set()
@@ -247,7 +266,7 @@ class Predictors:
                 timeout = min(timeout, request_budget.check(f"before the {task} step started"))
             replica.inflight += 1
             try:
-                response = await self._call(replica.client, task, request, listener, timeout)
+                response = await self._call(replica.client, task, request, listener, timeout, step)
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _busy(exc):
@@ -272,6 +291,7 @@ class Predictors:
         request: bytes,
         listener: progress.Listener | None,
         timeout: float,
+        step: str,
     ) -> Reply:
         """ModelStreamInfer when someone listens to progress, else (or when the predictor has no
         stream: any OIP v2 server of KServe's own) the unary ModelInfer."""
@@ -279,7 +299,7 @@ class Predictors:
             return await client.infer(request, timeout=timeout)
         try:
             return await client.stream_infer(
-                request, self._progress_to(listener, task), timeout=timeout
+                request, self._progress_to(listener, step), timeout=timeout
             )
         except grpc.RpcError as exc:
             if exc.code() not in _NO_STREAM:
@@ -324,7 +344,8 @@ class Predictors:
     def _map_error(self, task: str, exc: grpc.RpcError) -> Exception:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
-        address = self.settings.addresses.get(task)
+        target = self._replicas[task].target if task in self._replicas else None
+        address = target and (target.dns or ",".join(target.addresses))
         if code in _UNAVAILABLE:  # the address and gRPC status go to the log, not the client
             why = _WHY_UNAVAILABLE[code]
             return self._unavailable(task, why, f"its predictor at {address} answered {code.name}")
@@ -352,11 +373,12 @@ class Predictors:
         # Anything else is ours to fix: logged with the details, answered as a plain 500.
         return RuntimeError(f"{task} predictor at {address} failed: {code}: {details}")
 
-    async def ready(self, task: str) -> tuple[bool, str]:
+    async def ready(self, task: str, model: str | None = None) -> tuple[bool, str]:
         """(ready, why not) from the V2 ModelReady of each replica: ready when one is."""
-        if not self.settings.addresses.get(task):
+        if not self.settings.address(task, model):
             return False, f"not configured (no predictor address in {ADDRESS_ENV[task]})"
-        replicas = self.replicas(task)
+        replicas = self.replicas(task, model)
+        task = replicas.task  # the OIP name
         try:
             await replicas.ready_to_pick()
         except TimeoutError:
@@ -377,41 +399,63 @@ class Predictors:
         whys = zip(members, results, strict=True)
         return False, "; ".join(f"predictor at {r.address}: {w}" for r, (_, w) in whys)
 
-    def state(self, task: str, ready: bool) -> str:
+    def state(self, task: str, ready: bool, model: str | None = None) -> str:
         """/health's `state`, for people: ready; starting (never ready yet since this gateway
         started: loading, or its server not up yet); unavailable (it was ready, and is not now:
         down or restarting); not offered (no predictor address)."""
-        if not self.settings.addresses.get(task):
+        if not self.settings.address(task, model):
             return "not offered"
         if ready:
             return "ready"
-        return "unavailable" if task in self._ever_ready else "starting"
+        name = self.settings.oip_name(task, model)
+        return "unavailable" if name in self._ever_ready else "starting"
 
-    async def _learn_device(self, task: str, client: RawTensorClient) -> None:
-        platform = await client.platform(task, timeout=HEALTH_TIMEOUT_S)
+    async def _learn_device(self, name: str, client: RawTensorClient) -> None:
+        platform, versions = await client.metadata(name, timeout=HEALTH_TIMEOUT_S)
         framework, _, device = platform.partition("-")
+        seen = self.reported.setdefault(name, {})
         if framework == "pytorch" and device:
-            self.reported.setdefault(task, {})["device"] = device
+            seen["device"] = device
+        for version in versions[:1]:  # "<model>:<architecture>:x<scale>"
+            parts = version.split(":")
+            if len(parts) == 3 and parts[2].startswith("x") and parts[2][1:].isdigit():
+                seen["architecture"], seen["native_scale"] = parts[1], int(parts[2][1:])
+
+    async def _model_health(self, task: str, model: str) -> dict[str, Any]:
+        ok, why = await self.ready(task, model)
+        name = self.settings.oip_name(task, model)
+        seen = self.reported.get(name, {})
+        entry = {
+            "name": model,
+            "oip_name": name,
+            "default": model == self.settings.variants[task],
+            "ready": ok,
+            "state": self.state(task, ok, model),
+            "variant": seen.get("variant", model),
+            "architecture": seen.get("architecture"),
+            "scale": seen.get("native_scale"),
+            "device": seen.get("device", "unknown"),
+            "predictor": self.settings.address(task, model),
+            "about": catalog.about(task, model, seen.get("architecture")),
+        }
+        if name in self._replicas:
+            replicas = self._replicas[name]
+            entry["replicas"] = {"up": replicas.up, "known": len(replicas.replicas)}
+        if why:
+            entry["detail"] = why
+        return entry
 
     async def health(self, tasks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-        results = await asyncio.gather(*(self.ready(task) for task in tasks))
-        report = {}
-        for task, (ok, why) in zip(tasks, results, strict=True):
-            seen = self.reported.get(task, {})
-            entry = {
-                "ready": ok,
-                "variant": seen.get("variant", self.settings.variants.get(task)),
-                "device": seen.get("device", "unknown"),
-                "predictor": self.settings.addresses.get(task),
-                "state": self.state(task, ok),
-                "about": catalog.about(task),
-            }
-            if task in self._replicas:
-                replicas = self._replicas[task]
-                entry["replicas"] = {"up": replicas.up, "known": len(replicas.replicas)}
-            if why:
-                entry["detail"] = why
-            report[task] = entry
+        """Per task: its default model's entry (the fields /health always had) and `models`,
+        every model of the task with its state, architecture, scale and licence note."""
+        pairs = [(task, model) for task in tasks for model in self.settings.models_of(task)]
+        entries = await asyncio.gather(*(self._model_health(t, m) for t, m in pairs))
+        report: dict[str, dict[str, Any]] = {}
+        for (task, _), entry in zip(pairs, entries, strict=True):
+            if task not in report:  # the default model, first of models_of
+                report[task] = {k: v for k, v in entry.items() if k not in ("name", "default")}
+                report[task]["models"] = []
+            report[task]["models"].append(entry)
         return report
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from kserve.model_server import app
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from . import arrivals, budget, docs, metrics, operations, query, surface, tasks
 from .bounds import TileSize
@@ -62,6 +62,42 @@ RenderFactor = Annotated[
         "setting); higher costs more memory and time.",
     ),
 ]
+
+
+def _model_query(task: str, name: str = "model") -> object:
+    """The `model` parameter of a task's route: the models this gateway serves are listed in
+    /openapi.json (`enum`) and /health; another name is a 422 naming them (operations.py)."""
+    served = list(state.settings.models_of(task))
+    default = state.settings.variants[task]
+
+    def served_here(model: str) -> str:
+        """A model the task serves, else a 422 in FastAPI's validation shape naming them (at
+        once: before the upload is read, and before a job is made)."""
+        operations.check_model(state.settings, task, model, ValueError)
+        return model
+
+    return Annotated[
+        str,
+        AfterValidator(served_here),
+        Query(
+            alias=name,
+            description=f"The {task} model (default {default}); this server serves "
+            f"{', '.join(served)}. /health describes each.",
+            json_schema_extra={"enum": served},
+        ),
+    ]
+
+
+# Each model parameter's default is the task's default model (the page preselects it).
+DEFAULT_MODEL = state.settings.variants
+ColorizeModel = _model_query("colorize")
+RestoreModel = _model_query("restore")
+FaceModel = _model_query("face-restore")
+UpscaleModel = _model_query("upscale")
+StepColorizeModel = _model_query("colorize", "colorize_model")
+StepRestoreModel = _model_query("restore", "restore_model")
+StepUpscaleModel = _model_query("upscale", "upscale_model")
+StepFaceModel = _model_query("face-restore", "face_restore_model")
 
 _IMAGE_BODY = {
     "requestBody": {
@@ -143,8 +179,9 @@ async def _answer(request: Request, op: operations.Operation) -> Response:
                 "webhook is for jobs only: send the header Prefer: respond-async with it "
                 "(the job's JSON is POSTed to the webhook when it ends)",
             )
+        operations.check_models(settings, op)  # 422 before the upload is read
         # A place in the queue before the body is read: 429 at once when there is none.
-        with state.arrivals.place(state.predictors.admission, arrivals.first_task(op)):
+        with state.arrivals.place(state.predictors.admission, arrivals.first_queue(settings, op)):
             upload = read_upload(request, settings.max_upload_bytes, state.pace)
             data = await request_budget.bound(upload, "while its upload arrived")
             decoded = await operations.decode(settings, op, data)
@@ -178,15 +215,19 @@ async def colorize(
     request: Request,
     render_factor: RenderFactor = DEFAULT_RENDER_FACTOR,
     output_format: OutputFormat = "png",
+    model: ColorizeModel = DEFAULT_MODEL["colorize"],
 ) -> Response:
-    return await _answer(request, operations.Colorize(render_factor, output_format))
+    return await _answer(request, operations.Colorize(render_factor, output_format, model))
 
 
 @_image_route("/restore", "Restore a photo: denoise or deblur (NAFNet)")
 async def restore(
-    request: Request, tile_size: TileSize = 0, output_format: OutputFormat = "png"
+    request: Request,
+    tile_size: TileSize = 0,
+    output_format: OutputFormat = "png",
+    model: RestoreModel = DEFAULT_MODEL["restore"],
 ) -> Response:
-    return await _answer(request, operations.Restore(tile_size, output_format))
+    return await _answer(request, operations.Restore(tile_size, output_format, model))
 
 
 @_image_route("/face-restore", "Restore faces (CodeFormer with facexlib)")
@@ -203,8 +244,11 @@ async def face_restore(
         bool, Query(description="The input is one aligned 512x512 face crop.")
     ] = False,
     output_format: OutputFormat = "png",
+    model: FaceModel = DEFAULT_MODEL["face-restore"],
 ) -> Response:
-    op = operations.FaceRestore(fidelity, upscale, only_center_face, has_aligned, output_format)
+    op = operations.FaceRestore(
+        fidelity, upscale, only_center_face, has_aligned, output_format, model
+    )
     return await _answer(request, op)
 
 
@@ -216,8 +260,9 @@ async def upscale(
     ] = 4,
     tile_size: TileSize = 512,
     output_format: OutputFormat = "png",
+    model: UpscaleModel = DEFAULT_MODEL["upscale"],
 ) -> Response:
-    return await _answer(request, operations.Upscale(scale, tile_size, output_format))
+    return await _answer(request, operations.Upscale(scale, tile_size, output_format, model))
 
 
 BoxSide = Annotated[
@@ -283,6 +328,10 @@ async def pipeline(
         bool, Query(description="Face step: restore the central face only.")
     ] = False,
     output_format: OutputFormat = "png",
+    colorize_model: StepColorizeModel = DEFAULT_MODEL["colorize"],
+    restore_model: StepRestoreModel = DEFAULT_MODEL["restore"],
+    upscale_model: StepUpscaleModel = DEFAULT_MODEL["upscale"],
+    face_restore_model: StepFaceModel = DEFAULT_MODEL["face-restore"],
 ) -> Response:
     options = tasks.PipelineOptions(
         colorize=tasks.AUTO if colorize == "auto" else colorize == "true",
@@ -296,6 +345,10 @@ async def pipeline(
         fidelity=fidelity,
         upscale_tile_size=upscale_tile_size,
         only_center_face=only_center_face,
+        colorize_model=colorize_model,
+        restore_model=restore_model,
+        upscale_model=upscale_model,
+        face_restore_model=face_restore_model,
     )
     return await _answer(request, operations.Pipeline(options, output_format))
 

@@ -30,17 +30,28 @@ class Result:
     faces_found: int | None = None  # above MAX_FACES only the largest are restored
 
 
-async def colorize(p: Predictors, rgb: np.ndarray, render_factor: int, out: Result) -> np.ndarray:
-    answer = await p.infer("colorize", rgb, {"render_factor": render_factor})
+def _named(p: Predictors, task: str, step: str, model: str | None) -> str:
+    """X-Steps' entry: the step, with the model named when it is not the task's default."""
+    if model is None or model == p.settings.variants[task]:
+        return step
+    return f"{step} ({model})"
+
+
+async def colorize(
+    p: Predictors, rgb: np.ndarray, render_factor: int, out: Result, model: str | None = None
+) -> np.ndarray:
+    answer = await p.infer("colorize", rgb, {"render_factor": render_factor}, model)
     out.predictor_seconds += answer.seconds
-    out.steps.append("colorize")
+    out.steps.append(_named(p, "colorize", "colorize", model))
     return answer.image
 
 
-async def restore(p: Predictors, rgb: np.ndarray, tile_size: int, out: Result) -> np.ndarray:
-    answer = await p.infer("restore", rgb, {"tile_size": tile_size})
+async def restore(
+    p: Predictors, rgb: np.ndarray, tile_size: int, out: Result, model: str | None = None
+) -> np.ndarray:
+    answer = await p.infer("restore", rgb, {"tile_size": tile_size}, model)
     out.predictor_seconds += answer.seconds
-    out.steps.append("restore")
+    out.steps.append(_named(p, "restore", "restore", model))
     return answer.image
 
 
@@ -53,6 +64,7 @@ async def face_restore(
     upscale: int,
     only_center_face: bool = False,
     has_aligned: bool = False,
+    model: str | None = None,
 ) -> np.ndarray:
     answer = await p.infer(
         "face-restore",
@@ -63,9 +75,10 @@ async def face_restore(
             "only_center_face": only_center_face,
             "has_aligned": has_aligned,
         },
+        model,
     )
     out.predictor_seconds += answer.seconds
-    out.steps.append("face-restore")
+    out.steps.append(_named(p, "face-restore", "face-restore", model))
     faces = answer.parameters.get("faces")
     if faces is not None:
         out.faces = int(faces)
@@ -85,15 +98,20 @@ def predictor_scale(height: int, width: int, scale: int, max_message: int) -> in
 
 
 async def upscale(
-    p: Predictors, rgb: np.ndarray, scale: int, tile_size: int, out: Result
+    p: Predictors,
+    rgb: np.ndarray,
+    scale: int,
+    tile_size: int,
+    out: Result,
+    model: str | None = None,
 ) -> np.ndarray:
     """Exactly `scale` x the input: the predictor's answer, resized here only when it was too
     large for one gRPC message (a 2048 px image at x8) or the predictor answered another size."""
     height, width = rgb.shape[:2]
     ask = predictor_scale(height, width, scale, p.settings.grpc_max_message)
-    answer = await p.infer("upscale", rgb, {"scale": ask, "tile_size": tile_size})
+    answer = await p.infer("upscale", rgb, {"scale": ask, "tile_size": tile_size}, model)
     out.predictor_seconds += answer.seconds
-    out.steps.append(f"upscale x{scale}")
+    out.steps.append(_named(p, "upscale", f"upscale x{scale}", model))
     result = answer.image
     if result.shape[:2] != (height * scale, width * scale):
         result = await run_in_threadpool(images.resize, result, width * scale, height * scale)
@@ -118,6 +136,19 @@ class PipelineOptions:
     fidelity: float
     upscale_tile_size: int
     only_center_face: bool = False
+    # the model of each step (None: the task's default)
+    colorize_model: str | None = None
+    restore_model: str | None = None
+    upscale_model: str | None = None
+    face_restore_model: str | None = None
+
+    def models(self) -> dict[str, str | None]:
+        return {
+            "colorize": self.colorize_model,
+            "restore": self.restore_model,
+            "upscale": self.upscale_model,
+            "face-restore": self.face_restore_model,
+        }
 
 
 @dataclass
@@ -172,16 +203,17 @@ async def pipeline(p: Predictors, rgb: np.ndarray, o: PipelineOptions) -> Result
     out = Result(rgb)
     o = await decide_colorize(o, rgb, out)
     steps = plan_pipeline(rgb.shape[1], rgb.shape[0], o)
+    models = o.models()
     for step in steps:  # a step this server does not offer: 503 before any work is done
         if step.name in MODEL_STEPS:
-            p.replicas(step.name)
+            p.replicas(step.name, models[step.name])
     for step in steps:
         if step.name == "colorize":
-            rgb = await colorize(p, rgb, o.render_factor, out)
+            rgb = await colorize(p, rgb, o.render_factor, out, o.colorize_model)
         elif step.name == "restore":
-            rgb = await restore(p, rgb, o.restore_tile_size, out)
+            rgb = await restore(p, rgb, o.restore_tile_size, out, o.restore_model)
         elif step.name == "upscale":
-            rgb = await upscale(p, rgb, step.factor, o.upscale_tile_size, out)
+            rgb = await upscale(p, rgb, step.factor, o.upscale_tile_size, out, o.upscale_model)
         elif step.name == "resize":
             box = images.fit_into_box(rgb.shape[1], rgb.shape[0], o.width, o.height)
             if box != (rgb.shape[1], rgb.shape[0]):
@@ -189,7 +221,13 @@ async def pipeline(p: Predictors, rgb: np.ndarray, o: PipelineOptions) -> Result
                 out.steps.append(f"resize {box[0]}x{box[1]}")
         else:
             rgb = await face_restore(
-                p, rgb, out, fidelity=o.fidelity, upscale=1, only_center_face=o.only_center_face
+                p,
+                rgb,
+                out,
+                fidelity=o.fidelity,
+                upscale=1,
+                only_center_face=o.only_center_face,
+                model=o.face_restore_model,
             )
     out.rgb = rgb
     return out

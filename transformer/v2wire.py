@@ -149,6 +149,11 @@ class RawTensorClient(InferenceGRPCClient):
 
     async def platform(self, model_name: str, timeout: float) -> str:
         """The model's V2 metadata platform (the predictors say "pytorch-<device>")."""
+        return (await self.metadata(model_name, timeout))[0]
+
+    async def metadata(self, model_name: str, timeout: float) -> tuple[str, list[str]]:
+        """The model's V2 metadata platform and versions (the predictors say
+        "pytorch-<device>" and "<model>:<architecture>:x<scale>")."""
         request = ModelMetadataRequest(name=model_name)
         response = await self._client_stub.ModelMetadata(request, timeout=timeout)
-        return response.platform
+        return response.platform, list(response.versions)

@@ -85,17 +85,23 @@ class StepReports:
     def replayed(self) -> int:
         return min(self._calls, len(self._answers))
 
-    async def infer(self, task: str, image: np.ndarray, parameters: dict[str, Any]) -> Answer:
+    async def infer(
+        self,
+        task: str,
+        image: np.ndarray,
+        parameters: dict[str, Any],
+        model: str | None = None,
+    ) -> Answer:
         listener = progress.current.get()
         if listener is not None:
             listener(task, 0, 1, "started")
-        key = (task, repr(sorted(parameters.items())), image.shape, await _digest(image))
+        key = (task, model, repr(sorted(parameters.items())), image.shape, await _digest(image))
         index, self._calls = self._calls, self._calls + 1
         if index < len(self._answers) and self._answers[index][0] == key:
             answer = self._answers[index][1]
         else:
             del self._answers[index:]  # the operation went another way: nothing after is valid
-            answer = await self._predictors.infer(task, image, parameters)
+            answer = await self._predictors.infer(task, image, parameters, model)
             self._answers.append((key, answer))
         if listener is not None:
             listener(task, 1, 1, "done")

@@ -260,7 +260,17 @@ const STEP_OPTIONS = {
   upscale_tile_size: "upscale",
   fidelity: "face_restore",
   only_center_face: "face_restore",
+  colorize_model: "colorize",
+  restore_model: "restore",
+  upscale_model: "upscale",
+  face_restore_model: "face_restore",
 };
+
+// A model choice (`model`, or a pipeline step's `<step>_model`): the server lists its models in
+// the schema's enum; shown only where the task has more than one.
+function isModelChoice(param) {
+  return param.name === "model" || param.name.endsWith("_model");
+}
 
 function syncSteps() {
   if ($("task").value !== "pipeline") return;
@@ -279,6 +289,7 @@ function buildParams() {
   const own = params.filter((p) => p.name !== FORMAT);
   if (!own.length) box.append(el("p", { class: "hint" }, "This task has no parameters."));
   for (const param of own) {
+    if (isModelChoice(param) && (param.schema?.enum || []).length < 2) continue;
     const field = control(param);
     if (task === "pipeline" && STEP_OPTIONS[param.name]) field.classList.add("step-option");
     box.append(field);
@@ -452,6 +463,17 @@ function renderTaskNote() {
   renderAbout();
 }
 
+// The `about` of the model chosen for a task (its select, where the task has several models:
+// /health's `models`), else of the task's default.
+function chosenAbout(task) {
+  const entry = state.health[task];
+  if (!entry) return null;
+  const param = $("task").value === "pipeline" ? `${task.replace("-", "_")}_model` : "model";
+  const chosen = $(`p-${param}`)?.value;
+  const model = (entry.models || []).find((m) => m.name === chosen);
+  return model?.about || entry.about;
+}
+
 // What the task does and the licence of each model it uses (from /health's `about`).
 function renderAbout() {
   const box = $("task-about");
@@ -461,7 +483,7 @@ function renderAbout() {
   if (summary) box.append(el("p", { class: "summary" }, summary));
   const list = el("ul", { class: "about-models" });
   for (const model of neededModels(task)) {
-    const about = state.health[model]?.about;
+    const about = chosenAbout(model);
     if (!about) continue;
     const item = el("li", { "data-about": model });
     item.append(el("strong", {}, `${about.model}: `), document.createTextNode(`${about.description} `));

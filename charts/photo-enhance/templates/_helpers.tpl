@@ -34,9 +34,39 @@ app.kubernetes.io/name: {{ include "pe.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* InferenceService name of a task: (dict "root" $ "task" "colorize") */}}
+{{/* InferenceService name of a task's model: (dict "root" $ "task" "colorize"), the task's
+default model; with "model" "span-x4" (not empty), another model of the task: <task>-<model>. */}}
 {{- define "pe.isvcName" -}}
+{{- if .model -}}
+{{- printf "%s-%s-%s" (include "pe.fullname" .root) .task .model -}}
+{{- else -}}
 {{- printf "%s-%s" (include "pe.fullname" .root) .task -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The models of a task (CONTRACT section 7), as a YAML list: its default (models.<task>.variant)
+then each of models.<task>.others. name: the model (?model=...); model: "" for the default, else
+the name (pe.isvcName); oip: its OIP v2 model name (<task>, or <task>-<name>); index: in others.
+(dict "root" $ "task" "upscale")
+*/}}
+{{- define "pe.modelEntries" -}}
+{{- $m := index .root.Values.models .task -}}
+- {name: {{ $m.variant | quote }}, model: "", oip: {{ .task | quote }}, default: true, index: -1}
+{{- range $i, $o := $m.others | default list }}
+{{- if not (regexMatch "^[a-z0-9][a-z0-9-]{0,30}$" ($o.name | default "")) }}
+{{- fail (printf "models.%s.others[%d].name %q: lower-case letters, digits and - (it names a Kubernetes object)" $.task $i ($o.name | default "")) }}
+{{- end }}
+{{- if eq $o.name $m.variant }}
+{{- fail (printf "models.%s.others[%d]: %q is already the task's default model" $.task $i $o.name) }}
+{{- end }}
+- {name: {{ $o.name | quote }}, model: {{ $o.name | quote }}, oip: {{ printf "%s-%s" $.task $o.name | quote }}, default: false, index: {{ $i }}}
+{{- end }}
+{{- end -}}
+
+{{/* The environment variable of a model's own predictor address: PREDICTOR_UPSCALE_SPAN_X4 */}}
+{{- define "pe.modelAddressEnv" -}}
+{{- printf "PREDICTOR_%s_%s" (.task | upper) (.model | upper) | replace "-" "_" | replace "." "_" -}}
 {{- end -}}
 
 {{/*
@@ -117,7 +147,9 @@ app.kubernetes.io/component: transformer
 {{- $root := . -}}
 {{- range $task := splitList " " (include "pe.tasks" .) }}
 {{- if (index $root.Values.models $task).enabled }}
-- {{ include "pe.isvcName" (dict "root" $root "task" $task) }}
+{{- range $e := include "pe.modelEntries" (dict "root" $root "task" $task) | fromYamlArray }}
+- {{ include "pe.isvcName" (dict "root" $root "task" $task "model" $e.model) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}
