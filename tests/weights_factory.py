@@ -16,7 +16,10 @@ import torch
 
 CACHE_VERSION = "v5"
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("TEST_WEIGHTS_DIR", ROOT / ".cache" / "test-weights")) / CACHE_VERSION
+CACHE = (
+    Path(os.environ.get("TEST_WEIGHTS_DIR", ROOT / ".cache" / "test-weights")).resolve()
+    / CACHE_VERSION
+)
 
 
 def _conv(out_ch: int, in_ch: int, gen: torch.Generator, k: int = 3, gain: float = 1.0):
