@@ -250,6 +250,7 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="real restore predictors (CPU)")
     parser.add_argument("--side", type=int, default=256, help="--real: the photo's side (px)")
     parser.add_argument("--only", default="scale,kill,balance")
+    parser.add_argument("--plot", type=Path, help="a PNG of throughput against replicas here")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     body = photo_png(args.side if args.real else 32)
@@ -283,7 +284,40 @@ def main() -> None:
             )
     out = ROOT / "bench" / "results" / f"replicas-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"cores": cores, "args": vars(args), "rows": rows}, indent=2))
+    out.write_text(json.dumps({"cores": cores, "args": vars(args), "rows": rows}, default=str))
+    if args.plot:
+        plot(rows, args.plot, kind)
+
+
+def plot(rows: list[dict], path: Path, kind: str) -> None:
+    """Requests per second against replicas, one line per number of gateways, and the ideal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    best = 0.0
+    for g in (1, 2):
+        points = [
+            (int(r["scenario"][0]), r["requests_per_s"])
+            for r in rows
+            if r["scenario"].endswith(f"{g} gateway(s)") and "requests_per_s" in r
+        ]
+        if points:
+            replicas, rates = [n for n, _ in points], [rate for _, rate in points]
+            ax.plot(replicas, rates, marker="o", label=f"{g} gateway{'s' if g > 1 else ''}")
+            best = max(best, points[0][1])
+    if best:
+        ax.plot([1, 2, 3], [best, 2 * best, 3 * best], "k:", label="n x one replica")
+    ax.set_xticks([1, 2, 3])
+    ax.set_xlabel("predictor replicas")
+    ax.set_ylabel("requests per second")
+    ax.set_title(f"Throughput ({kind})", fontsize=10)
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 if __name__ == "__main__":
