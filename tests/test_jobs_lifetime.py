@@ -110,7 +110,8 @@ def test_a_job_has_its_own_budget(client, photo, slow):
     sync = client.post("/restore", params={"tile_size": within}, files=files_of(photo))
     assert sync.status_code == 504 and "PREDICTOR_TIMEOUT_S" in sync.json()["detail"]
     job = accepted(submit(client, "/restore", photo, tile_size=within))
-    assert wait_for(client, job, ("succeeded", "failed"))["status"] == "succeeded"
+    done = wait_for(client, job, ("succeeded", "failed"))
+    assert done["status"] == "succeeded", done["error"]
     # Longer than the job's budget: it fails with the 504 a request would get, naming the setting.
     cancelled = slow_log(slow, "cancelled")
     too_long = int(3 * JOB_TIMEOUT_S * 1000)
@@ -164,7 +165,8 @@ def test_a_backlog_of_jobs_does_not_starve_synchronous_requests(client, photo, s
     # calls' time (in arrival order it would be four).
     assert took < 2.5 * CALL_MS / 1000, f"{took:.2f} s for a {CALL_MS} ms call"
     for job in jobs:
-        assert wait_for(client, job, ("succeeded", "failed"))["status"] == "succeeded"
+        done = wait_for(client, job, ("succeeded", "failed"))
+    assert done["status"] == "succeeded", done["error"]
 
 
 def test_metrics_count_jobs_by_status_and_time_their_wait_and_run(client):

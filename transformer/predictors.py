@@ -244,7 +244,12 @@ class Predictors:
         waits and tries again while they are busy, within the call's time. `step`: the task,
         as progress listeners know it."""
         task = replicas.task
-        deadline = time.monotonic() + self.settings.predictor_timeout_s
+        # The request's own time (a job's is JOB_TIMEOUT_S, longer than PREDICTOR_TIMEOUT_S).
+        if request_budget is not None:
+            left = request_budget.check(f"before the {task} step started")
+        else:
+            left = self.settings.predictor_timeout_s
+        deadline = time.monotonic() + left
         tried: set[Replica] = set()
         failure: grpc.RpcError | None = None
         busy = False  # some replica tried since the last wait said busy
@@ -262,8 +267,6 @@ class Predictors:
                 raise failure  # every replica was tried, or was busy until now
             tried.add(replica)
             timeout = deadline - time.monotonic()
-            if request_budget is not None:
-                timeout = min(timeout, request_budget.check(f"before the {task} step started"))
             replica.inflight += 1
             try:
                 response = await self._call(replica.client, task, request, listener, timeout, step)
