@@ -27,7 +27,7 @@ from PIL import Image
 
 from common.limits import BUSY_DETAIL
 from tests.gateway_process import start_gateway
-from tests.servers import stop_process
+from tests.servers import free_port, stop_process
 from tests.slow_predictor import start_tiled_slow_predictor
 from transformer import replicas as replicas_module
 from transformer.config import Settings, Target, parse_target
@@ -190,6 +190,42 @@ def test_a_name_that_does_not_resolve_is_503_with_retry_after(tmp):
         assert "no-such-predictor.invalid" not in reply.json()["detail"]  # the log names it
         assert "no-such-predictor.invalid" in gateway.log()
     finally:
+        gateway.stop()
+
+
+def test_a_replica_still_starting_is_not_a_failure_but_one_that_stops_is(tmp):
+    """make run starts the gateway beside predictors that are still loading: their first
+    /health is "not ready yet" (INFO), no warning; once one has been up, losing it is."""
+
+    http_port, grpc_port = free_port(), free_port()
+    gateway = gateway_for(f"127.0.0.1:{grpc_port}", tmp)
+    process = None
+    try:
+        health = httpx.get(f"{gateway.url}/health", timeout=30).json()["models"]["restore"]
+        assert health["state"] == "starting"
+        not_ready = [line for line in log_lines(gateway.log_path) if "not ready yet" in line]
+        assert not_ready and " INFO " in not_ready[0], gateway.log()
+        assert " WARNING " not in gateway.log()
+
+        log = tmp / "starting-late.log"
+        process, _ = start_tiled_slow_predictor(log, tiles=1, ports=(http_port, grpc_port))
+        deadline = time.monotonic() + 30
+        while not httpx.get(f"{gateway.url}/health", timeout=30).json()["models"]["restore"][
+            "ready"
+        ]:
+            assert time.monotonic() < deadline, gateway.log()
+            time.sleep(0.2)
+        assert " WARNING " not in gateway.log()
+
+        stop_process(process)
+        process = None
+        health = httpx.get(f"{gateway.url}/health", timeout=30).json()["models"]["restore"]
+        assert health["state"] == "unavailable"
+        failed = [line for line in log_lines(gateway.log_path) if " failed (" in line]
+        assert failed and " WARNING " in failed[0], gateway.log()
+    finally:
+        if process is not None:
+            stop_process(process)
         gateway.stop()
 
 

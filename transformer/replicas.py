@@ -57,6 +57,7 @@ class Replica:
     client: RawTensorClient
     inflight: int = 0  # this gateway's calls at it
     down: bool = False  # failed: skipped until ModelReady says ready
+    seen_up: bool = False  # ready or answered since this gateway started
     busy_until: float = 0.0
     turn: int = 0  # when it was last picked: ties go to the least recently picked
     retired: bool = False  # no longer resolved: closed once its calls end
@@ -119,21 +120,29 @@ class ReplicaSet:
     def failed(self, replica: Replica, why: str) -> None:
         if not replica.down:
             replica.down = True
-            logger.warning(
-                "%s: replica %s failed (%s); skipped until ready (%s)",
-                self.task, replica.address, why, self.describe(),
-            )  # fmt: skip
+            if replica.seen_up:
+                logger.warning(
+                    "%s: replica %s failed (%s); skipped until ready (%s)",
+                    self.task, replica.address, why, self.describe(),
+                )  # fmt: skip
+            else:  # a predictor that is still starting (make run starts all at once): expected
+                logger.info(
+                    "%s: replica %s not ready yet (%s); skipped until ready (%s)",
+                    self.task, replica.address, why, self.describe(),
+                )  # fmt: skip
             self._on_change()
 
     def answered(self, replica: Replica) -> None:
         self._mark_up(replica)
 
     def _mark_up(self, replica: Replica) -> None:
+        first = not replica.seen_up
+        replica.seen_up = True
         if replica.down and replica.address in self.replicas:
             replica.down = False
             logger.info(
-                "%s: replica %s is ready; it takes calls again (%s)",
-                self.task, replica.address, self.describe(),
+                "%s: replica %s is ready; it takes calls %s(%s)",
+                self.task, replica.address, "" if first else "again ", self.describe(),
             )  # fmt: skip
             self._on_change()
 
