@@ -80,7 +80,7 @@ class Replicas:
                 self.processes.append(p.process)
                 self.addresses.append(p.grpc)
             else:
-                process, address = start_tiled_slow_predictor(tmp / f"slow-{i}.log", 1, env)
+                process, address = start_tiled_slow_predictor(tmp / f"slow-{i}.log", 1, env=env)
                 self.processes.append(process)
                 self.addresses.append(address)
 
