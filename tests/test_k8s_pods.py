@@ -198,11 +198,10 @@ def test_every_route_through_the_gateway(install, tmp_path):
     )
 
 
+@pytest.mark.parametrize("install", ["kind"], indirect=True)
 def test_kind_serves_general_x4v3_at_x4_by_its_pin(install):
     """values-kind.yaml's second upscaler: ?model=general-x4v3 through the gateway is a x4
     image from its own predictor (Compact), loaded because its sha256 is pinned."""
-    if install.preset != "kind":
-        pytest.skip("values-kind.yaml's model")
     gateway = install.url(f"{RELEASE}-transformer")
     reply = httpx.post(
         f"{gateway}/upscale",
