@@ -7,7 +7,9 @@ e2e_check.py gateway URL [--photo F] [--side N] [--out DIR] [--isvcs FILE.json] 
                                            every REST route: GET ones, then each POST route with
                                            a photo, checking each answer; with --isvcs (kubectl
                                            get inferenceservices -o json), /health must report
-                                           each model ready with the variant its predictor runs
+                                           each model ready with the variant its predictor runs,
+                                           and each task's other models (models.<task>.others)
+                                           ready and answering through the gateway (?model=)
 e2e_check.py oip URL MODEL [--side N --scale S]
                                            OIP v2 REST: ready, then infer one UINT8 image
 e2e_check.py photo OUT.jpg [--side N]      write a test photo (scikit-image's astronaut: a face)
@@ -25,6 +27,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +102,18 @@ def served_variants(isvcs: list[dict]) -> dict[str, str]:
     return variants
 
 
+def other_models(isvcs: list[dict]) -> list[tuple[str, str]]:
+    """(task, model) of each task's other models (models.<task>.others): their predictors run
+    with --model_name; `?model=<model>` reaches them through the gateway."""
+    found = []
+    for isvc in isvcs:
+        args = isvc["spec"]["predictor"]["containers"][0]["args"]
+        if any(a.startswith("--model_name=") for a in args):
+            (name,) = [a.split("=", 1)[1] for a in args if a.startswith("--variant=")]
+            found.append((isvc["metadata"]["labels"]["photo-enhance.io/task"], name))
+    return found
+
+
 def _get(url: str, out: Path, timeout: float) -> Path:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         out.write_bytes(resp.read())
@@ -139,9 +154,11 @@ def gateway(
     variants: dict[str, str] | None = None,
     timeout: float = 1200,
     routes: tuple[str, ...] | None = None,
+    others: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Every REST route of the gateway at `base` (or those of POST_ROUTES whose path is in
-    `routes`), each answer checked."""
+    `routes`), each answer checked; then each of `others` (task, model), ready in /health and
+    answering its task's route with ?model= (an upscaler at its own scale)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     photo_file = photo_file or photo(out_dir / "photo.jpg", side)
     for route in GET_ROUTES:
@@ -157,6 +174,22 @@ def gateway(
             continue
         out = out_dir / name
         _post_file(base + route, photo_file, out, timeout)
+        image(out, photo_file if scale else None, scale or 1.0, kind)
+    for task, model in others:
+        entry = {m["name"]: m for m in health["models"].get(task, {}).get("models", [])}
+        entry = entry.get(model) or {}
+        if not entry.get("ready"):
+            raise CheckFailed(f"/health: {task} model {model} is {entry}, expected ready")
+        route, _, scale, kind = next(r for r in POST_ROUTES if r[0].startswith(f"/{task}?"))
+        if routes is not None and f"/{task}" not in routes:
+            continue
+        if task == "upscale":
+            scale = entry.get("scale")
+            if not scale:
+                raise CheckFailed(f"/health: {task} model {model} reports no scale: {entry}")
+            route = f"/upscale?scale={scale}&tile_size=0"
+        out = out_dir / f"{task}-{model}.{kind}"
+        _post_file(f"{base}{route}&model={model}", photo_file, out, timeout)
         image(out, photo_file if scale else None, scale or 1.0, kind)
 
 
@@ -221,11 +254,20 @@ def main() -> None:
     args = parser.parse_args()
     try:
         if args.cmd == "gateway":
-            variants = None
+            variants, others = None, []
             if args.isvcs:
-                variants = served_variants(json.loads(args.isvcs.read_text())["items"])
+                isvcs = json.loads(args.isvcs.read_text())["items"]
+                variants, others = served_variants(isvcs), other_models(isvcs)
             out = args.out or Path(tempfile.mkdtemp(prefix="photo-enhance-e2e."))
-            gateway(args.base.rstrip("/"), out, args.photo, args.side, variants, args.timeout)
+            gateway(
+                args.base.rstrip("/"),
+                out,
+                args.photo,
+                args.side,
+                variants,
+                args.timeout,
+                others=others,
+            )
         elif args.cmd == "photo":
             photo(args.out, args.side)
         elif args.cmd == "image":

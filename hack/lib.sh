@@ -65,13 +65,27 @@ python_bin() {
   fi
 }
 
-# Official (task, variant) pairs understood by the chart and the predictors.
+# Official (task, variant) pairs understood by the chart and the predictors, and the other
+# models the scripts know how to fetch (pinned_model).
 valid_model() {
   case "$1" in
     colorize/modelscope | colorize/artistic | colorize/paper_tiny) return 0 ;;
     restore/denoise | restore/deblur) return 0 ;;
     face-restore/v0.1) return 0 ;;
     upscale/x4plus | upscale/x4anime | upscale/x2plus) return 0 ;;
+    *) pinned_model "$1" >/dev/null ;;
+  esac
+}
+
+# pinned_model <task/name>: "URL SHA256" of a model that is not an official variant (served as
+# models.<task>.others, its sha256 pinned there too: values-kind.yaml); fails for any other name.
+pinned_model() {
+  case "$1" in
+    # Real-ESRGAN's Compact x4 for photos (BSD-3-Clause, 4,885,111 bytes; OpenModelDB's hash)
+    upscale/general-x4v3)
+      echo "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/realesr-general-x4v3.pth" \
+        "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292"
+      ;;
     *) return 1 ;;
   esac
 }

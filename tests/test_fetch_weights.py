@@ -167,3 +167,26 @@ def test_unreachable_files_are_listed_with_where_to_put_them(server, tmp_path):
     for name in ("codeformer.pth", "detection_Resnet50_Final.pth", "parsing_parsenet.pth"):
         assert f"put it at {tmp_path / 'face-restore' / 'v0.1' / name}" in run.stderr
     assert "HTTP 404" in run.stderr
+
+
+def test_another_model_from_a_url_is_kept_only_with_its_pinned_sha256(server, tmp_path, weights):
+    """--url/--sha256 (hack/kind-up's general-x4v3): downloaded, kept only with that hash, and
+    the hash written beside it for the predictor; a file in place with another hash is named."""
+    body = (weights.other_model_dir("upscale", "compact-x4") / "compact_x4.pth").read_bytes()
+    Files.files["/m/realesr-general-x4v3.pth"] = body
+    good = hashlib.sha256(body).hexdigest()
+    args = ("upscale", "--variant", "general-x4v3", "--url", f"{server}/m/realesr-general-x4v3.pth")
+    folder = tmp_path / "upscale" / "general-x4v3"
+    run = fetch(tmp_path, server, *args, "--sha256", "0" * 64)
+    assert run.returncode == 1 and f"sha256 {good}, expected {'0' * 64}" in run.stderr
+    assert not list(folder.iterdir())
+    run = fetch(tmp_path, server, *args, "--sha256", good.upper())
+    assert run.returncode == 0, run.stderr
+    assert (folder / "realesr-general-x4v3.pth").read_bytes() == body
+    pin = (folder / "realesr-general-x4v3.pth.sha256").read_text()
+    assert pin == f"{good}  realesr-general-x4v3.pth\n"
+    assert "is in place" in fetch(tmp_path, server, *args, "--sha256", good).stdout
+    run = fetch(tmp_path, server, *args, "--sha256", "1" * 64)
+    assert run.returncode == 3 and "is in place but is not the pinned file" in run.stderr
+    run = fetch(tmp_path, server, "upscale", "--variant", "x4plus", "--url", "https://h/x.pth")
+    assert run.returncode == 2 and "--url needs --sha256" in run.stderr

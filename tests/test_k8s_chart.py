@@ -22,6 +22,7 @@ from .k8s_helpers import (
     by_kind,
     gateway_service,
     helm,
+    isvc_key,
     isvc_task,
     kserve_predictor_service,
     one,
@@ -49,6 +50,14 @@ REST_ROUTES = (
     "/ui/icon.svg",
 )
 GPU = "nvidia.com/gpu"
+# The models each preset serves (OIP names: the task for its default model, <task>-<name> for
+# the others): values-kind.yaml adds a CPU-friendly x4 upscaler beside x2plus.
+MODELS = {
+    "default": sorted(TASKS),
+    "gpu": sorted(TASKS),
+    "kind": sorted([*TASKS, "upscale-general-x4v3"]),
+}
+GENERAL_X4V3_SHA256 = "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292"
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -222,9 +231,9 @@ def test_bad_values_are_refused(args, message):
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_four_inferenceservices_with_storage_and_task_args(preset):
+def test_an_inferenceservice_per_model_with_storage_and_task_args(preset):
     isvcs = by_kind(render(preset), "InferenceService")
-    assert sorted(isvc_task(i) for i in isvcs) == sorted(TASKS)
+    assert sorted(isvc_key(i) for i in isvcs) == MODELS[preset]
     for isvc in isvcs:
         task = isvc_task(isvc)
         assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
@@ -250,7 +259,8 @@ def test_four_inferenceservices_with_storage_and_task_args(preset):
         for flag in ("--grpc_max_send_message_length", "--grpc_max_receive_message_length"):
             (value,) = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
             assert int(value) >= 200 * 1024 * 1024, "a 4x upscale of 2048 px is ~200 MB"
-        assert container["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{task}/ready"
+        path = f"/v2/models/{isvc_key(isvc)}/ready"
+        assert container["readinessProbe"]["httpGet"]["path"] == path
         assert predictor["minReplicas"] >= 1 <= predictor["maxReplicas"]
         assert predictor["scaleMetric"] in ("cpu", "memory")
 
@@ -323,16 +333,42 @@ def test_kind_render_has_no_gpu_anything():
         assert uri.startswith("pvc://")
         # KServe mounts <claim>/<path> at /mnt/models only for STORAGE_URI, not storageUris
         assert "storageUris" not in predictor
-        # small: a laptop runs all four
+        # small: a laptop runs all five
         assert container["resources"]["limits"]["memory"] in ("2Gi", "3Gi", "4Gi")
     variants = {
-        isvc_task(i): next(
+        isvc_key(i): next(
             a for a in i["spec"]["predictor"]["containers"][0]["args"] if a.startswith("--variant=")
         )
         for i in by_kind(objs, "InferenceService")
     }
     assert variants["colorize"] == "--variant=paper_tiny"
     assert variants["upscale"] == "--variant=x2plus"
+    assert variants["upscale-general-x4v3"] == "--variant=general-x4v3"
+
+
+def test_kind_serves_compact_x4_beside_x2plus_pinned():
+    """values-kind.yaml: x2plus stays the default; realesr-general-x4v3 (Compact, x4) is its own
+    InferenceService on the claim hack/kind-up stages, served because its sha256 is pinned."""
+    objs = render("kind")
+    isvc = next(
+        i
+        for i in by_kind(objs, "InferenceService")
+        if i["metadata"]["name"] == f"{RELEASE}-upscale-general-x4v3"
+    )
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    args = container["args"]
+    assert {"--variant=general-x4v3", "--model_name=upscale-general-x4v3"} <= set(args)
+    assert f"--sha256={GENERAL_X4V3_SHA256}" in args
+    assert "--allow_unverified_weights" not in args
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ALLOW_UNVERIFIED_WEIGHTS"] == "false"
+    assert storage_uris(isvc) == ["pvc://photo-enhance-weights/upscale/general-x4v3"]
+    gateway = _gateway_env(objs)
+    assert gateway["MODEL_UPSCALE"] == "x2plus"
+    assert gateway["MODELS_UPSCALE"] == "x2plus,general-x4v3"
+    assert gateway["PREDICTOR_UPSCALE_GENERAL_X4V3"] == (
+        f"dns:///{RELEASE}-upscale-general-x4v3-predictor-pods.{NAMESPACE}.svc.cluster.local:8081"
+    )
 
 
 def _gateway_env(objs: list[dict]) -> dict[str, str]:
@@ -358,8 +394,11 @@ def test_transformer_addresses_are_headless_services_of_the_predictor_pods(prese
     services = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
     isvcs = by_kind(objs, "InferenceService")
     for isvc in isvcs:
-        task = isvc_task(isvc)
-        address = env[f"PREDICTOR_{task.upper().replace('-', '_')}"]
+        task, model = isvc_task(isvc), isvc["metadata"]["labels"]["photo-enhance.io/model"]
+        variable = f"PREDICTOR_{task.upper().replace('-', '_')}"
+        if isvc_key(isvc) != task:  # another model of the task: its own address
+            variable += f"_{model.upper().replace('-', '_')}"
+        address = env[variable]
         match = re.fullmatch(
             r"dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)", address
         )
@@ -380,12 +419,11 @@ def test_transformer_addresses_are_headless_services_of_the_predictor_pods(prese
             assert selector_matches(selector, _predictor_pod_labels(other)) == (other is isvc)
         gateway_pod = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
         assert not selector_matches(selector, gateway_pod)
-    assert sorted(k for k in env if k.startswith("PREDICTOR_") and k != "PREDICTOR_TIMEOUT_S") == [
-        "PREDICTOR_COLORIZE",
-        "PREDICTOR_FACE_RESTORE",
-        "PREDICTOR_RESTORE",
-        "PREDICTOR_UPSCALE",
-    ]
+    addresses = sorted(k for k in env if k.startswith("PREDICTOR_") and k != "PREDICTOR_TIMEOUT_S")
+    assert addresses == sorted(
+        ["PREDICTOR_COLORIZE", "PREDICTOR_FACE_RESTORE", "PREDICTOR_RESTORE", "PREDICTOR_UPSCALE"]
+        + (["PREDICTOR_UPSCALE_GENERAL_X4V3"] if preset == "kind" else [])
+    )
     assert int(env["GRPC_MAX_MESSAGE_BYTES"]) >= 200 * 1024 * 1024
 
 
@@ -541,7 +579,7 @@ def test_httproute_reaches_every_rest_route():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_pod_is_restricted(preset):
     specs = pod_specs(render(preset))
-    assert len(specs) == 5  # transformer + four predictors
+    assert len(specs) == 1 + len(MODELS[preset])  # transformer + a predictor per model
     for name, spec in specs:
         pod_sc = spec.get("securityContext") or {}
         assert pod_sc.get("runAsNonRoot") is True, name

@@ -92,12 +92,17 @@ def test_kind_up_dry_run_lists_the_steps_in_order(tmp_path):
             r"photo-enhance/transformer:dev",
             r"fetch-weights colorize --variant paper_tiny",
             r"fetch-weights upscale --variant x2plus",
+            # values-kind.yaml's other upscale model: its official URL, its pinned sha256
+            r"fetch-weights upscale --variant general-x4v3 .*--url https://github\.com/xinntao/"
+            r"Real-ESRGAN/releases/download/v0\.2\.5\.0/realesr-general-x4v3\.pth "
+            r"--sha256 8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292$",
             r"kubectl .* create namespace photo-enhance",
             r"kubectl .* apply -f \S+stage-weights",
             r"kubectl .* wait --for=condition=Ready pod/photo-enhance-weights-loader",
             r"kubectl .* cp \S+/weights/colorize/paper_tiny "
             r"photo-enhance/photo-enhance-weights-loader:/weights/colorize/paper_tiny",
             r"kubectl .* cp \S+/weights/upscale/x2plus ",
+            r"kubectl .* cp \S+/weights/upscale/general-x4v3 ",
             r"sha256sum",
             r"kubectl .* delete pod photo-enhance-weights-loader",
             r"helm .*upgrade --install photo-enhance \S+/charts/photo-enhance "
@@ -112,16 +117,30 @@ def test_kind_up_dry_run_lists_the_steps_in_order(tmp_path):
 
 
 def test_kind_values_point_at_what_kind_up_stages(tmp_path):
-    """The PVC paths in values-kind.yaml are the ones kind-up copies the weights to."""
+    """The PVC paths in values-kind.yaml (each task's model and its others) are the ones kind-up
+    copies the weights to; an other model's pinned sha256 is the one kind-up fetches it with."""
     cmds = commands(dry_run("kind-up", tmp_path=tmp_path))
     staged = {m.group(1) for c in cmds if (m := re.search(r" cp \S+ \S+:/weights/(\S+)$", c))}
+    fetched_pins = {
+        f"{m.group(1)}/{m.group(2)}": m.group(3)
+        for c in cmds
+        if (m := re.search(r"fetch-weights (\S+) --variant (\S+) .*--sha256 (\S+)$", c))
+    }
     values = yaml.safe_load((CHART / "values-kind.yaml").read_text())
-    wanted = set()
+    wanted, pins = set(), {}
     for task, model in values["models"].items():
-        (uri,) = model["storageUris"]
-        assert uri == f"pvc://photo-enhance-weights/{task}/{model['variant']}"
-        wanted.add(f"{task}/{model['variant']}")
+        for name, entry in [
+            (model["variant"], model),
+            *((o["name"], o) for o in model.get("others", [])),
+        ]:
+            (uri,) = entry["storageUris"]
+            assert uri == f"pvc://photo-enhance-weights/{task}/{name}"
+            wanted.add(f"{task}/{name}")
+            if "sha256" in entry:
+                pins[f"{task}/{name}"] = entry["sha256"]
+    assert "upscale/general-x4v3" in wanted
     assert staged == wanted
+    assert fetched_pins == pins
 
 
 def test_kind_e2e_dry_run_calls_every_route_then_oip(tmp_path):

@@ -7,7 +7,9 @@ starts with its exact rendered command line and environment (tests/chart_pods.py
 mapped), is probed as its probes say, and serves hack/e2e_check.py's checks, the ones
 hack/kind-e2e runs on a cluster. Generated weights are not the official files, so both installs
 set predictor.allowUnverifiedWeights=true, and the default one serves colorize's paper_tiny (the
-only DDColor the suite generates) instead of modelscope.
+only DDColor the suite generates) instead of modelscope. The kind install's other model
+(general-x4v3) is served by its pinned sha256 instead, the generated file's hash in place of the
+official one: unverified weights stay refused there.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import importlib.util
+import io
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +27,18 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+import yaml
+from PIL import Image
 
+from archs.anymodel import model_file_in
 from archs.catalogue import CATALOGUE
+from archs.checkpoint import sha256_of
+from common.models import MODELS_ENV
 from tests import storage_initializer as si
 from tests.chart_pods import ChartMismatch, LocalInstall, snapshot
 from tests.gateway_process import encoded
 from tests.k8s_helpers import (
+    CHART,
     RELEASE,
     by_kind,
     gateway_service,
@@ -40,6 +49,7 @@ from tests.k8s_helpers import (
     storage_uris,
 )
 from tests.servers import ROOT
+from transformer.config import model_address_env
 
 _spec = importlib.util.spec_from_file_location("e2e_check", ROOT / "hack" / "e2e_check.py")
 e2e_check = importlib.util.module_from_spec(_spec)
@@ -64,6 +74,22 @@ LIBRARY_ENV = {"HOME", "TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME", "STORAGE_URI"}
 LIBRARY_ENV |= {"OMP_NUM_THREADS", "OMP_WAIT_POLICY"}  # OpenMP's, under torch
 
 
+def pinned_to_generated(weights) -> list[str]:
+    """values-kind.yaml's other models (models.<task>.others) with the generated file's sha256
+    pinned in place of the official file's, and unverified weights refused: served only through
+    the pin the chart passes (the generated folder has no <file>.sha256 beside it)."""
+    values = yaml.safe_load((CHART / "values-kind.yaml").read_text())
+    args = []
+    for task, model in values["models"].items():
+        others = model.get("others") or []
+        for entry in others:
+            path = model_file_in(task, weights.other_model_dir(task, entry["name"]))
+            entry |= {"sha256": sha256_of(path), "allowUnverifiedWeights": False}
+        if others:
+            args += ["--set-json", f"models.{task}.others={json.dumps(others)}"]
+    return args
+
+
 def variant_of(isvc: dict) -> str:
     """The --variant its predictor runs with (the model's name for another model)."""
     args = isvc["spec"]["predictor"]["containers"][0]["args"]
@@ -76,9 +102,9 @@ def init_containers(isvcs, weights, tmp: Path, stack: contextlib.ExitStack) -> d
     folders, downloads = {}, []
     for isvc in isvcs:
         task, variant, key = isvc_task(isvc), variant_of(isvc), isvc_key(isvc)
-        if (task, variant) in CATALOGUE:
-            weights.model_dir(task, variant)  # generated on first use
         uris = storage_uris(isvc)
+        if (task, variant) in CATALOGUE or uris[0].startswith("pvc://"):
+            weights.folder_of(task, variant)  # generated on first use
         if uris[0].startswith("pvc://"):
             # STORAGE_URI pvc://<claim>/<path>: KServe mounts that folder of the claim; the
             # generated weights are laid out like the claim hack/stage-weights fills.
@@ -116,7 +142,8 @@ def init_containers(isvcs, weights, tmp: Path, stack: contextlib.ExitStack) -> d
 @pytest.fixture(scope="module", params=sorted(PRESETS))
 def install(request, weights, tmp_path_factory):
     preset = request.param
-    objs = render(preset, *PRESETS[preset], *UNVERIFIED)
+    pins = pinned_to_generated(weights) if preset == "kind" else []
+    objs = render(preset, *PRESETS[preset], *UNVERIFIED, *pins)
     tmp = tmp_path_factory.mktemp(f"pods-{preset}")
     with contextlib.ExitStack() as stack:
         isvcs = by_kind(objs, "InferenceService")
@@ -135,7 +162,9 @@ def install(request, weights, tmp_path_factory):
 def test_mnt_models_holds_the_official_file_names(install, weights):
     for isvc in install.isvcs:
         task, variant = isvc_task(isvc), variant_of(isvc)
-        folder = install.model_dirs[task]
+        folder = install.model_dirs[isvc_key(isvc)]
+        if (task, variant) not in CATALOGUE:
+            continue  # another model: test_kind_serves_general_x4v3_at_x4_by_its_pin loads it
         names = sorted(f.filename for f in CATALOGUE[(task, variant)])
         assert sorted(p.name for p in folder.iterdir() if p.suffix == ".pth") == names
         for name in names:
@@ -159,8 +188,36 @@ def test_every_route_through_the_gateway(install, tmp_path):
     gateway = install.url(f"{RELEASE}-transformer")
     variants = e2e_check.served_variants(install.isvcs)
     e2e_check.gateway(
-        gateway, tmp_path, side=128, variants=variants, timeout=300, routes=ROUTES[install.preset]
+        gateway,
+        tmp_path,
+        side=128,
+        variants=variants,
+        timeout=300,
+        routes=ROUTES[install.preset],
+        others=e2e_check.other_models(install.isvcs),
     )
+
+
+@pytest.mark.parametrize("install", ["kind"], indirect=True)
+def test_kind_serves_general_x4v3_at_x4_by_its_pin(install):
+    """values-kind.yaml's second upscaler: ?model=general-x4v3 through the gateway is a x4
+    image from its own predictor (Compact), loaded because its sha256 is pinned."""
+    gateway = install.url(f"{RELEASE}-transformer")
+    reply = httpx.post(
+        f"{gateway}/upscale",
+        params={"model": "general-x4v3"},  # the route's default scale: 4
+        files={"file": ("p.png", encoded(np.full((20, 28, 3), 90, np.uint8)))},
+        timeout=300,
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["X-Steps"] == "upscale x4 (general-x4v3)"
+    assert Image.open(io.BytesIO(reply.content)).size == (112, 80)
+    health = httpx.get(f"{gateway}/health", timeout=30).json()["models"]["upscale"]
+    model = next(m for m in health["models"] if m["name"] == "general-x4v3")
+    assert (model["architecture"], model["scale"], model["ready"]) == ("Compact", 4, True)
+    log = install.containers["predictor/upscale-general-x4v3"].log()
+    assert "upscale-general-x4v3: upscale/general-x4v3 (Compact" in log
+    assert "unverified" not in log
 
 
 def test_a_predictor_over_its_service(install):
@@ -192,7 +249,7 @@ def test_nothing_is_written_outside_tmp(install):
 
 def _kind_install(tmp: Path) -> tuple[list[dict], dict[str, Path], Path]:
     objs = render("kind")
-    folders = {isvc_task(i): tmp / "models" for i in by_kind(objs, "InferenceService")}
+    folders = {isvc_key(i): tmp / "models" for i in by_kind(objs, "InferenceService")}
     return objs, folders, tmp / "pods"
 
 
@@ -247,8 +304,13 @@ def _unread_env(containers: list[dict]) -> set[str]:
         for folder in ("archs", "predictors", "transformer", "common")
         for p in (ROOT / folder).rglob("*.py")
     )
-    names = {e["name"] for c in containers for e in c.get("env", [])}
-    return {n for n in names - LIBRARY_ENV if f'"{n}"' not in sources}
+    env = {e["name"]: e.get("value") or "" for c in containers for e in c.get("env", [])}
+    # Names the code builds: MODELS_<TASK> and each listed model's PREDICTOR_<TASK>_<MODEL>.
+    built = set()
+    for task, name in MODELS_ENV.items():
+        if name in env:
+            built |= {name, *(model_address_env(task, m) for m in env[name].split(","))}
+    return {n for n in env.keys() - LIBRARY_ENV - built if f'"{n}"' not in sources}
 
 
 @pytest.mark.parametrize("preset", ["default", "gpu", "kind"])

@@ -182,13 +182,17 @@ def scunet_net(seed: int = 0) -> torch.nn.Module:
 
 
 # Models of other architectures (CONTRACT section 7), each in its folder <task>/<name>/ under
-# a name of its own, with its sha256 pinned in `<file>.sha256` beside it.
+# a name of its own, with its sha256 pinned in `<file>.sha256` beside it (but those of
+# PINNED_BY_THE_CHART: their sha256 comes only from the chart's `sha256` value).
 OTHER_MODELS = {
     ("upscale", "compact-x4", "compact_x4.pth"): lambda: compact_net(4),
+    # values-kind.yaml's realesr-general-x4v3 (Compact x4), under its official file name
+    ("upscale", "general-x4v3", "realesr-general-x4v3.pth"): lambda: compact_net(4, seed=1),
     ("upscale", "span-x2", "span_x2.safetensors"): lambda: span_net(2),
     ("restore", "compact-x1", "compact_x1.pth"): lambda: compact_net(1),
     ("restore", "scunet", "scunet.safetensors"): scunet_net,
 }
+PINNED_BY_THE_CHART = {("upscale", "general-x4v3")}
 
 
 def other_model_dir(task: str, name: str) -> Path:
@@ -208,11 +212,19 @@ def other_model_dir(task: str, name: str) -> Path:
             save_file({k: v.contiguous() for k, v in state.items()}, str(part))
         else:
             torch.save(state, part)
-        (folder / f"{filename}.sha256").write_text(f"{sha256_of(part)}  {filename}\n")
+        if (task, name) not in PINNED_BY_THE_CHART:
+            (folder / f"{filename}.sha256").write_text(f"{sha256_of(part)}  {filename}\n")
         part.replace(folder / filename)
     if not folder.is_dir():
         raise KeyError(f"no generated model {task}/{name}")
     return folder
+
+
+def folder_of(task: str, name: str) -> Path:
+    """The generated folder of a model: an official variant's (model_dir) or another's."""
+    from archs.catalogue import CATALOGUE
+
+    return model_dir(task, name) if (task, name) in CATALOGUE else other_model_dir(task, name)
 
 
 def weights_dir() -> Path:
