@@ -499,3 +499,18 @@ def test_image_check_without_an_engine_says_so(tmp_path):
     result = _image_check(tmp_path, f"{tmp_path}:/usr/bin:/bin")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "no Docker engine answers (Cannot connect to the Docker daemon)" in result.stdout
+
+
+def test_image_check_runs_one_predictor_container_per_task():
+    """image-check keys its containers by task: a second model of a task in the kind values
+    (models.upscale.others) would take the default's place, so it renders the defaults only."""
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    loader = SourceFileLoader("image_check", str(ROOT / "hack" / "image-check"))
+    image_check = module_from_spec(spec_from_loader("image_check", loader))
+    loader.exec_module(image_check)
+    isvcs = by_kind(render(*image_check.VALUES), "InferenceService")
+    tasks = [i["metadata"]["labels"]["photo-enhance.io/task"] for i in isvcs]
+    assert sorted(tasks) == sorted(set(tasks)) and len(tasks) == 4
+    assert len(by_kind(render("kind"), "InferenceService")) == 5  # the kind values: two upscalers
