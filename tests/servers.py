@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -18,10 +19,37 @@ ROOT = Path(__file__).resolve().parent.parent
 GRPC_MAX = str(256 << 20)
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing uses now, for a server that binds it once started (seconds later).
+
+    Never one the kernel hands out by itself: outgoing connections (every test's clients)
+    take their local ports from the ephemeral range, and one of them on the chosen port makes
+    the server's bind fail (seen under load). Never the same port twice in one run either."""
+    ephemeral = _ephemeral_ports()
+    ours = range(10000, ephemeral.start) if ephemeral.start > 12000 else range(1024, 10000)
+    for _ in range(1000):
+        port = random.choice(ours)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {ours.start}-{ours.stop - 1}")
 
 
 def stop_process(process: subprocess.Popen) -> None:
