@@ -74,6 +74,13 @@ def command(*args: str) -> list[str]:
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+def as_from_a_terminal() -> None:
+    """SIGINT as a terminal leaves it for a command: a suite run in the background of a
+    non-interactive shell (a CI runner's `make test &`) has SIGINT ignored, which its children
+    inherit, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def at(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -114,8 +121,9 @@ def test_an_interrupted_run_picks_up_its_jobs_instead_of_sending_them_again(
                    "--tile-size", str(3 * STEP_MS), "--server", gateway.url)  # fmt: skip
     before = len(stored_jobs(data_dir))
     first = subprocess.Popen(
-        args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=as_from_a_terminal,
+    )  # fmt: skip
     ledger = out / LEDGER
 
     def ids_kept() -> list[str]:
