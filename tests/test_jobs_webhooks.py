@@ -58,6 +58,7 @@ class Receiver:
 
     def __init__(self, statuses=(), location: str | None = None, tls: ssl.SSLContext | None = None):
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request, in order
         self.connections = 0
         self.statuses = list(statuses)
         self.location = location
@@ -69,6 +70,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with outer.lock:
                     outer.requests.append((self.path, dict(self.headers.items()), body))
+                    outer.arrivals.append(time.monotonic())
                     status = outer.statuses.pop(0) if outer.statuses else 200
                 self.send_response(status)
                 if outer.location:
@@ -458,13 +460,18 @@ def test_a_failing_receiver_gets_it_after_retries(client, photo, receivers):
         submit(client, "/upscale", photo, scale=1, tile_size=STEP_MS, webhook=flaky.url())
     )
     wait_for(client, job, ENDED)
-    took = wait_until(lambda: len(flaky.requests) >= 3, within_s=30)
+    wait_until(lambda: len(flaky.requests) >= 3, within_s=30)
     time.sleep(1.5)  # no attempt after the 200
     assert len(flaky.requests) == 3
     ids = {headers["webhook-id"] for _, headers, _ in flaky.requests}
     assert ids == {f"msg_{job['id']}"}  # the same message each time: receivers can dedupe
     assert all(verified(r)["status"] in ENDED for r in flaky.requests)
-    assert took >= 2 * 0.5  # two backoff delays
+    first, second, third = flaky.arrivals
+    delays = [float(d) for d in BACKOFF.split(",")]
+    # Each retry waits its backoff after the failed answer (a little slack: the receiver's clock
+    # is monotonic, the store's due times are wall-clock).
+    assert second - first >= delays[0] - 0.05
+    assert third - second >= delays[1] - 0.05
 
 
 def test_a_redirect_is_not_followed(client, photo, receivers):
