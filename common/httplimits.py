@@ -27,6 +27,8 @@ import os
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from .env import env_float, env_int
+
 DEFAULT_MAX_BYTES = 16 * 1024  # what proxies allow (nginx's large_client_header_buffers: 8-32 KB)
 DEFAULT_MAX_COUNT = 100
 DEFAULT_TIMEOUT = 10.0
@@ -135,12 +137,12 @@ def limited_protocol(
 def from_env(env=os.environ) -> type[asyncio.Protocol]:
     """The protocol with MAX_HEADER_BYTES, MAX_HEADERS and HEADER_TIMEOUT_S from `env`."""
     return limited_protocol(
-        int(env.get("MAX_HEADER_BYTES") or DEFAULT_MAX_BYTES),
-        int(env.get("MAX_HEADERS") or DEFAULT_MAX_COUNT),
-        float(env.get("HEADER_TIMEOUT_S") or DEFAULT_TIMEOUT),
+        env_int(env, "MAX_HEADER_BYTES", DEFAULT_MAX_BYTES, minimum=1),
+        env_int(env, "MAX_HEADERS", DEFAULT_MAX_COUNT, minimum=1),
+        env_float(env, "HEADER_TIMEOUT_S", DEFAULT_TIMEOUT),
     )
 
 
 def max_connections(env=os.environ) -> int:
     """MAX_CONNECTIONS from `env` (uvicorn's limit_concurrency), else the default."""
-    return int(env.get("MAX_CONNECTIONS") or DEFAULT_MAX_CONNECTIONS)
+    return env_int(env, "MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=1)

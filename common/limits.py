@@ -3,6 +3,10 @@ sides, so that a request the gateway lets through is never refused by the predic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from .env import env_int
+
 # Tiles overlap by 32 px (restore) to 144 px (upscale): each predictor's TILE_OVERLAP. Below
 # 4x the overlap a tile's useful centre shrinks fast: at 128 px each pixel of a restore is
 # computed about 1.8x, at 64 px 4x, at 8 px the model runs thousands of times on a small photo.
@@ -22,19 +26,10 @@ RENDER_FACTOR_RANGE = (1, 100)  # the contract's range; the maximum in force is 
 DEFAULT_MAX_OUTPUT_PIXELS = 8192 * 8192
 
 
-def max_render_factor(env: dict[str, str]) -> int:
+def max_render_factor(env: Mapping[str, str]) -> int:
     """MAX_RENDER_FACTOR from the environment (1..100), else the default."""
-    raw = env.get("MAX_RENDER_FACTOR", "").strip()
-    if not raw:
-        return DEFAULT_MAX_RENDER_FACTOR
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"MAX_RENDER_FACTOR must be a whole number, got {raw!r}") from None
     low, high = RENDER_FACTOR_RANGE
-    if not low <= value <= high:
-        raise ValueError(f"MAX_RENDER_FACTOR must be within {low}..{high}, got {value}")
-    return value
+    return env_int(env, "MAX_RENDER_FACTOR", DEFAULT_MAX_RENDER_FACTOR, minimum=low, maximum=high)
 
 
 # A predictor at its own in-flight cap (MAX_INFLIGHT, predictors/v2grpc.py) answers
@@ -42,25 +37,11 @@ def max_render_factor(env: dict[str, str]) -> int:
 BUSY_DETAIL = "busy:"
 
 
-def positive_int(env: dict[str, str], name: str, default: int) -> int:
-    """A whole number >= 1 from the environment, else `default`."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def max_output_pixels(env: dict[str, str]) -> int:
+def max_output_pixels(env: Mapping[str, str]) -> int:
     """MAX_OUTPUT_PIXELS from the environment, else the default."""
-    return positive_int(env, "MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS)
+    return env_int(env, "MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS, minimum=1)
 
 
-def max_batch_pixels(env: dict[str, str]) -> int:
+def max_batch_pixels(env: Mapping[str, str]) -> int:
     """MAX_BATCH_PIXELS from the environment, else MAX_OUTPUT_PIXELS."""
-    return positive_int(env, "MAX_BATCH_PIXELS", max_output_pixels(env))
+    return env_int(env, "MAX_BATCH_PIXELS", max_output_pixels(env), minimum=1)

@@ -136,7 +136,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--tile_batch",
         type=int,
-        default=int(os.environ.get("TILE_BATCH") or 1),
+        default=env_int("TILE_BATCH", 1, minimum=1),
         help="equal-size tiles per forward ($TILE_BATCH, 1)",
     )
     parser.add_argument(
@@ -257,7 +257,10 @@ def load_all(models: list[EnhanceModel]) -> None:
 
 
 def main() -> None:
-    args = parse_args()
+    try:
+        args = parse_args()
+    except ValueError as exc:  # a malformed setting in the environment (common/env.py)
+        raise SystemExit(f"predictor: {exc}") from None
     configure_logging()  # LOG_FORMAT=text|json, LOG_LEVEL; before KServe's ModelServer
     models = build_models(args)
     server = PredictorServer(

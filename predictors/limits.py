@@ -14,18 +14,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from common import env
 from common.limits import MIN_TILE_SIZE
 
 TILE_FLOOR = MIN_TILE_SIZE  # the gateway's floor: one number on both sides
 DEFAULT_MAX_FACES = 16
 
 
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """A whole number >= minimum from the environment (common/env.py); a malformed one stops the
+    predictor with one line."""
     try:
-        return int(value) if value else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a whole number, got {value!r}") from None
+        return env.env_int(os.environ, name, default, minimum=minimum)
+    except ValueError as exc:
+        raise SystemExit(f"predictor: {exc}") from None
 
 
 def tile_size_check(value: int) -> str | None:

@@ -230,10 +230,10 @@ class InflightCap:
 class RawTensorServicer(InferenceServicer):
     """KServe's servicer whose ModelInfer takes and returns serialized messages."""
 
-    def __init__(self, data_plane, model_repository_extension):
+    def __init__(self, data_plane, model_repository_extension, max_inflight: int = 0):
         super().__init__(data_plane, model_repository_extension)
         self.data_plane = data_plane
-        self.cap = InflightCap(env_int("MAX_INFLIGHT", 0))
+        self.cap = InflightCap(max_inflight)
 
     async def ModelMetadata(self, request, context):
         """KServe's, with the model's versions kept (KServe's servicer drops them): the
@@ -370,12 +370,15 @@ class PredictorGRPCServer(GRPCServer):
     line, the host it listens on chosen (KServe's listens on [::]), and HARDENING's HTTP/2
     bounds."""
 
-    def __init__(self, *args, host: str = "[::]", **kwargs):
+    def __init__(self, *args, host: str = "[::]", max_inflight: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self._host = host
+        self._max_inflight = max_inflight
 
     async def start(self, max_workers):
-        servicer = RawTensorServicer(self._data_plane, self._model_repository_extension)
+        servicer = RawTensorServicer(
+            self._data_plane, self._model_repository_extension, self._max_inflight
+        )
         limits = ("grpc.max_send_message_length", "grpc.max_receive_message_length")
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
@@ -399,11 +402,13 @@ class PredictorGRPCServer(GRPCServer):
 
 class PredictorServer(ModelServer):
     """KServe's ModelServer serving gRPC through PredictorGRPCServer, both servers listening on
-    `bind_address` (None: every interface, as KServe's)."""
+    `bind_address` (None: every interface, as KServe's), MAX_INFLIGHT read before it starts (a
+    malformed one stops the predictor here, in one line)."""
 
     def __init__(self, bind_address: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.http_host, self.grpc_host = listen_hosts(bind_address)
+        self.max_inflight = env_int("MAX_INFLIGHT", 0)
 
     def start(self, models) -> None:
         if self.enable_grpc:
@@ -415,6 +420,7 @@ class PredictorServer(ModelServer):
                 kwargs=vars(model_server.args),
                 grace_period=self.grace_period,
                 host=self.grpc_host,
+                max_inflight=self.max_inflight,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         super().start(models)

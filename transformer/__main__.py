@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging()  # before KServe's ModelServer, which then keeps it
         settings = Settings.from_env(flags=vars(args))
         JobSettings.from_env()  # read again at start; a mistake stops the gateway here
+        httplimits.from_env()  # read again when the server binds (GatewayServer)
+        httplimits.max_connections()
     except ValueError as exc:
         raise SystemExit(f"transformer: {exc}") from None
     routes.configure(settings)

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from common import limits
+from common.env import env_float, env_int
 from common.models import MODELS_ENV, parse_models
 
 TASKS = ("colorize", "restore", "face-restore", "upscale")
@@ -95,32 +96,6 @@ def parse_target(raw: str) -> Target:
     if len(set(addresses)) != len(addresses):
         raise ValueError(f"{raw!r} names an address twice")
     return Target(addresses=addresses)
-
-
-def _env_float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {raw!r}")
-    return value
-
-
-def _env_int(env: dict[str, str], name: str, default: int | None, minimum: int) -> int | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {raw!r}")
-    return value
 
 
 def model_address_env(task: str, model: str) -> str:
@@ -222,7 +197,7 @@ class Settings:
                 except ValueError as exc:
                     raise ValueError(f"{model_address_env(task, model)}: {exc}") from None
                 model_addresses[oip_name(task, model, variants[task])] = address
-        upload_mb = flags.get("max_upload_mb") or _env_float(
+        upload_mb = flags.get("max_upload_mb") or env_float(
             env, "MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB
         )
         return cls(
@@ -232,31 +207,42 @@ class Settings:
             model_addresses=model_addresses,
             max_image_side=int(
                 flags.get("max_image_side")
-                or _env_float(env, "MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE)
+                or env_float(env, "MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE)
             ),
             max_upload_bytes=int(float(upload_mb) * MIB),
             max_pixels=int(
-                flags.get("max_pixels") or _env_float(env, "MAX_PIXELS", DEFAULT_MAX_PIXELS)
+                flags.get("max_pixels") or env_float(env, "MAX_PIXELS", DEFAULT_MAX_PIXELS)
             ),
             predictor_timeout_s=float(
                 flags.get("predictor_timeout_s")
-                or _env_float(env, "PREDICTOR_TIMEOUT_S", DEFAULT_PREDICTOR_TIMEOUT_S)
+                or env_float(env, "PREDICTOR_TIMEOUT_S", DEFAULT_PREDICTOR_TIMEOUT_S)
             ),
             grpc_max_message=int(
                 flags.get("grpc_max_message")
-                or _env_float(env, "GRPC_MAX_MESSAGE_BYTES", DEFAULT_GRPC_MAX_MESSAGE)
+                or env_float(env, "GRPC_MAX_MESSAGE_BYTES", DEFAULT_GRPC_MAX_MESSAGE)
             ),
-            max_output_pixels=_env_int(env, "MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS, 1),
+            max_output_pixels=limits.max_output_pixels(env),
             max_render_factor=limits.max_render_factor(env),
-            max_queue_per_task=_env_int(env, "MAX_QUEUE_PER_TASK", DEFAULT_MAX_QUEUE_PER_TASK, 0),
-            max_inflight_per_replica=_env_int(
-                env, "MAX_INFLIGHT_PER_REPLICA", DEFAULT_MAX_INFLIGHT_PER_REPLICA, 1
+            max_queue_per_task=env_int(
+                env, "MAX_QUEUE_PER_TASK", DEFAULT_MAX_QUEUE_PER_TASK, minimum=0
             ),
-            max_inflight_per_task=_env_int(env, "MAX_INFLIGHT_PER_TASK", None, 1),
-            upload_idle_timeout_s=_env_float(
+            max_inflight_per_replica=env_int(
+                env, "MAX_INFLIGHT_PER_REPLICA", DEFAULT_MAX_INFLIGHT_PER_REPLICA, minimum=1
+            ),
+            max_inflight_per_task=env_int(env, "MAX_INFLIGHT_PER_TASK", None, minimum=1),
+            upload_idle_timeout_s=env_float(
                 env, "UPLOAD_IDLE_TIMEOUT_S", DEFAULT_UPLOAD_IDLE_TIMEOUT_S
             ),
-            upload_min_bytes_per_s=_env_int(
-                env, "UPLOAD_MIN_BYTES_PER_S", DEFAULT_UPLOAD_MIN_BYTES_PER_S, 0
+            upload_min_bytes_per_s=env_int(
+                env, "UPLOAD_MIN_BYTES_PER_S", DEFAULT_UPLOAD_MIN_BYTES_PER_S, minimum=0
             ),
         )
+
+
+def settings_at_start() -> Settings:
+    """Settings.from_env() as a gateway process starts (transformer.routes reads them when it is
+    imported, before any flag): a malformed setting ends the process in one line."""
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"transformer: {exc}") from None

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from . import arrivals, budget, docs, metrics, operations, query, surface, tasks
 from .bounds import TileSize
-from .config import TASKS, Settings
+from .config import TASKS, Settings, settings_at_start
 from .errors import GatewayError
 from .jobs import api as jobs_api
 from .jobs import service as jobs_service
@@ -40,7 +40,7 @@ class State:
         self.arrivals = arrivals.Arrivals()
 
 
-state = State(Settings.from_env())
+state = State(settings_at_start())
 
 
 def configure(settings: Settings) -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..config import _env_float, _env_int
+from common.env import env_float, env_int
+
 from .webhooks import parse_allowed
 
 DEFAULT_TTL_S = 86_400.0  # a finished job and its result are kept a day
@@ -168,7 +169,7 @@ class JobSettings:
         files = env.get("RESULTS_STORE", "").strip() or f"file://{data / 'files'}"
         store_url, store_path = _store(store)
         files_dir, results_s3 = _results(files, env)
-        presigned = _env_float(env, "RESULTS_PRESIGNED_S", 0.0)
+        presigned = env_float(env, "RESULTS_PRESIGNED_S", 0.0)
         if presigned and results_s3 is None:
             raise ValueError("RESULTS_PRESIGNED_S needs RESULTS_STORE=s3://BUCKET[/PREFIX]")
         if presigned > MAX_PRESIGNED_S:
@@ -179,12 +180,12 @@ class JobSettings:
             files_dir=files_dir,
             results_s3=results_s3,
             results_presigned_s=presigned,
-            ttl_s=_env_float(env, "JOB_TTL_S", DEFAULT_TTL_S),
-            timeout_s=_env_float(env, "JOB_TIMEOUT_S", DEFAULT_TIMEOUT_S),
-            max_queued=_env_int(env, "MAX_JOBS_QUEUED", DEFAULT_MAX_QUEUED, 1),
-            concurrency=_env_int(env, "JOBS_CONCURRENCY", DEFAULT_CONCURRENCY, 1),
-            lease_s=_env_float(env, "JOB_LEASE_S", DEFAULT_LEASE_S),
-            max_attempts=_env_int(env, "JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1),
+            ttl_s=env_float(env, "JOB_TTL_S", DEFAULT_TTL_S),
+            timeout_s=env_float(env, "JOB_TIMEOUT_S", DEFAULT_TIMEOUT_S),
+            max_queued=env_int(env, "MAX_JOBS_QUEUED", DEFAULT_MAX_QUEUED, minimum=1),
+            concurrency=env_int(env, "JOBS_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1),
+            lease_s=env_float(env, "JOB_LEASE_S", DEFAULT_LEASE_S),
+            max_attempts=env_int(env, "JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, minimum=1),
             webhook_secret=_secret(env),
             webhook_allowed_hosts=parse_allowed(env.get("WEBHOOK_ALLOWED_HOSTS", "")),
             webhook_backoff_s=_delays(env, "WEBHOOK_BACKOFF_S", DEFAULT_WEBHOOK_BACKOFF_S),
