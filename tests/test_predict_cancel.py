@@ -58,8 +58,15 @@ def restore(weights, tmp_path_factory):
         "restore",
         weights.model_dir("restore", "denoise"),
         tmp_path_factory.mktemp("cancel"),
-        # DEBUG: the log says when a request is accepted (counted as running or queued)
-        extra_env={"SHUTDOWN_GRACE_SECONDS": str(GRACE), "LOG_LEVEL": "DEBUG"},
+        # DEBUG: the log says when a request is accepted (counted as running or queued).
+        # One thread: with both cores busy elsewhere, torch's two threads spin at each barrier
+        # waiting for each other and a tile's cost swung tenfold (0.13 to 1.3 s) between the
+        # measure and the test; one thread keeps a steady share of a core.
+        extra_env={
+            "SHUTDOWN_GRACE_SECONDS": str(GRACE),
+            "LOG_LEVEL": "DEBUG",
+            "OMP_NUM_THREADS": "1",
+        },
     ) as server:
         yield server
 
@@ -214,7 +221,9 @@ def test_sigterm_stops_taking_requests_finishes_what_fits_and_cancels_the_rest(
 ):
     big, small = photos
     assert big_cost > 2 * GRACE, "the big request must outlast the grace period"
-    assert big_cost / tile_count(len(big)) < GRACE / 4, "the small request fits in the grace"
+    # Measured, not inferred from a tile's cost: under load that measure swings (1.7 s a tile
+    # once, with both cores busy), while the small request still took a fraction of the grace.
+    assert small_wait(restore, small) < GRACE / 2, "the small request fits in the grace"
 
     async def scenario():
         async with grpc.aio.insecure_channel(restore.grpc, options=CHANNEL) as channel:
@@ -241,9 +250,10 @@ def test_sigterm_stops_taking_requests_finishes_what_fits_and_cancels_the_rest(
             return signalled
 
     signalled = asyncio.run(scenario())
-    restore.process.wait(GRACE + 10)
+    restore.process.wait(GRACE + CANCEL_SETTLE_SECONDS + 10)
     exited = time.monotonic() - signalled
-    # the grace, then one tile of the big request at most, then KServe's own stop
+    # the grace, then one tile of the big request at most (CANCEL_SETTLE_SECONDS at the most),
+    # then KServe's own stop
     assert GRACE - 1 < exited < GRACE + CANCEL_SETTLE_SECONDS + 2, exited
     assert restore.process.returncode == 0
     assert "grace period over; cancelled 1 request(s)" in restore.log()
