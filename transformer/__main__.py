@@ -33,20 +33,23 @@ class Gateway(Model):
 
 
 class GatewayServer(ModelServer):
-    """KServe's ModelServer with a chosen HTTP bind address (KServe 0.21 binds 0.0.0.0)."""
+    """KServe's ModelServer with a chosen HTTP bind address (KServe 0.21 binds 0.0.0.0), header
+    limits (common/httplimits.py) and a bound on open connections."""
 
-    def __init__(self, http_host: str, **kwargs):
+    def __init__(self, http_host: str, http_protocol: type, max_connections: int, **kwargs):
         super().__init__(**kwargs)
         self.http_host = http_host
+        self.http_protocol = http_protocol
+        self.max_connections = max_connections
 
     def setup_event_loop(self):
         # Called by start() after the REST server is built and before it binds.
         if self._rest_server is not None:
             self._rest_server.config.host = self.http_host
             # 431 for oversized or too many headers, 408 for slow ones (common/httplimits.py)
-            self._rest_server.config.http = httplimits.from_env()
+            self._rest_server.config.http = self.http_protocol
             # 503 beyond MAX_CONNECTIONS open connections or requests in flight
-            self._rest_server.config.limit_concurrency = httplimits.max_connections()
+            self._rest_server.config.limit_concurrency = self.max_connections
         super().setup_event_loop()
 
 
@@ -87,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging()  # before KServe's ModelServer, which then keeps it
         settings = Settings.from_env(flags=vars(args))
         JobSettings.from_env()  # read again at start; a mistake stops the gateway here
-        httplimits.from_env()  # read again when the server binds (GatewayServer)
-        httplimits.max_connections()
+        http_protocol, max_connections = httplimits.from_env(), httplimits.max_connections()
     except ValueError as exc:
         raise SystemExit(f"transformer: {exc}") from None
     routes.configure(settings)
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     settings.export(os.environ)  # --workers > 1 spawns processes that read the environment
     server = GatewayServer(
         http_host=args.http_host,
+        http_protocol=http_protocol,
+        max_connections=max_connections,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         workers=args.workers,
